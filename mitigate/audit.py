@@ -1,0 +1,297 @@
+"""Assembly of the audit: snapshots, verification checks, attractor records, report files.
+
+The fields written here are the ones documented in ``mitigate/schema/report.schema.json``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import platform
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from mitigate import __version__, scores
+from mitigate.constants import NOISE_LABEL
+
+logger = logging.getLogger(__name__)
+
+LIBRARIES = ("torch", "numpy", "scikit-learn", "hdbscan", "umap-learn", "accelerate", "datasets",
+             "safetensors", "transformers")
+# An attractor after retraining is "the same" as one before when at least this
+# share of its members were members before.
+SAME_ATTRACTOR_OVERLAP = 0.5
+
+
+def environment_info() -> dict:
+    """Return Python, platform, thread count and library versions for the report."""
+    import torch
+
+    versions = {}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "threads": int(torch.get_num_threads()),
+        "libraries": versions,
+    }
+
+
+def new_audit(recipe, data, baseline_info: dict, environment: dict) -> dict:
+    """Start the audit dict with the fields known before retraining."""
+    return {
+        "schema_version": "1.0",
+        "tool": {"name": "mitigate", "version": __version__},
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "kind": "run",
+        "recipe": {"name": recipe.name, "path": str(recipe.path) if recipe.path else None,
+                   "settings": recipe.settings},
+        "data": {
+            "source": data.splits.source,
+            "n_train": int(data.train_images.shape[0]),
+            "n_audit": int(data.audit_images.shape[0]),
+            "class_names": [str(name) for name in data.splits.class_names],
+        },
+        "model": {
+            "factory": recipe["model"]["factory"],
+            "layer": recipe["model"]["layer"],
+            "baseline_weights": "baseline/model.safetensors",
+            "retrained_weights": None,
+        },
+        "training": {"baseline": baseline_info, "retrained": None},
+        "detection_settings": {},
+        "environment": environment,
+        "before": None,
+        "after": None,
+        "attractors": [],
+        "verification": None,
+        "verdict": "no attractor found",
+        "verdict_reasons": [],
+        "evaluation": None,
+        "log_file": "run.log",
+    }
+
+
+def cluster_snapshot(state: dict, labels, groups, group_definition: str) -> dict:
+    """Return accuracy, worst-group accuracy and per-cluster scores of one model."""
+    detector = state["detector"]
+    predictions = state["predictions"]
+    return {
+        "accuracy": scores.accuracy(labels, predictions),
+        "accuracy_reason": None,
+        "worst_group_accuracy": scores.worst_group_accuracy(labels, predictions, groups),
+        "worst_group_reason": None,
+        "group_definition": group_definition,
+        "n_noise": int(np.sum(detector.labels_ == NOISE_LABEL)),
+        "unavailable_scores": dict(detector.unavailable_scores_),
+        "clusters": [_cluster_dict(c) for c in detector.clusters_],
+    }
+
+
+def _cluster_dict(cluster) -> dict:
+    record = cluster.to_dict()
+    record.pop("members")
+    return record
+
+
+def verification_checks(recipe, before, after, findings, labels, groups):
+    """Compute every check behind the verdict, with the same scores as before retraining.
+
+    Returns
+    -------
+    checks : list of dict
+        ``{name, passed, detail, before, after, limit}`` per check.
+    new_attractors : list of dict
+        Attractors flagged after retraining that were not there before.
+    """
+    settings = recipe["verify"]
+    threshold = before["detector"].acs_threshold_
+    checks = []
+    for index, finding in enumerate(findings):
+        acs_before = finding.cluster.acs
+        acs_after, reason = scores.acs_or_reason(after["embeddings"], finding.mask, labels)
+        passed = acs_after is not None and acs_after < threshold
+        checks.append(_check(
+            f"attractor {index}: member-set ACS below threshold", passed,
+            f"ACS of the same {finding.mask.sum()} members: {_f(acs_before)} before, "
+            f"{_f(acs_after) if acs_after is not None else 'n/a (' + reason + ')'} after "
+            f"(threshold {threshold})",
+            acs_before, acs_after, threshold,
+        ))
+
+    wga = [scores.worst_group_accuracy(labels, s["predictions"], groups) for s in (before, after)]
+    gain = settings["min_worst_group_gain"]
+    checks.append(_check(
+        "worst-group accuracy rose", wga[1] - wga[0] >= gain,
+        f"worst-group accuracy {wga[0]:.1%} before, {wga[1]:.1%} after "
+        f"(needs a gain of at least {gain * 100:.0f} points)", wga[0], wga[1], gain,
+    ))
+    accuracy = [scores.accuracy(labels, s["predictions"]) for s in (before, after)]
+    drop = settings["max_accuracy_drop"]
+    checks.append(_check(
+        "overall accuracy kept", accuracy[0] - accuracy[1] <= drop,
+        f"overall accuracy {accuracy[0]:.1%} before, {accuracy[1]:.1%} after "
+        f"(may fall by at most {drop * 100:.0f} point(s))", accuracy[0], accuracy[1], drop,
+    ))
+
+    persisting, new = _match_after(before, after, findings)
+    checks.append(_check(
+        "attractor no longer flagged", not persisting,
+        "no cluster flagged after retraining shares most of its members with a found attractor"
+        if not persisting else f"still flagged after retraining: clusters {persisting}",
+        None, None, None,
+    ))
+    checks.append(_check(
+        "no new attractor", not new,
+        "detection after retraining flags no new attractor" if not new
+        else f"{len(new)} new attractor(s) after retraining: clusters {[a['cluster_id'] for a in new]}",
+        None, float(len(new)), 0.0,
+    ))
+    return checks, new
+
+
+def _match_after(before, after, findings):
+    found = np.zeros(before["embeddings"].shape[0], dtype=bool)
+    for finding in findings:
+        found |= finding.mask
+    persisting, new = [], []
+    for cluster in after["detector"].attractors_:
+        overlap = found[cluster.members].mean()
+        if overlap >= SAME_ATTRACTOR_OVERLAP:
+            persisting.append(cluster.cluster_id)
+        else:
+            new.append({"cluster_id": cluster.cluster_id, "size": cluster.size, "acs": cluster.acs})
+    return persisting, new
+
+
+def _check(name, passed, detail, before, after, limit) -> dict:
+    return {"name": name, "passed": bool(passed), "detail": detail,
+            "before": _num(before), "after": _num(after), "limit": _num(limit)}
+
+
+def attractor_record(index, finding, before, after, labels, data, is_primary, checks) -> dict:
+    """Return the report.json record of one attractor."""
+    cluster = finding.cluster
+    names = data.splits.class_names
+    members = np.flatnonzero(finding.mask)
+    classes, counts = np.unique(labels[members], return_counts=True)
+    acs_after, reason = (None, "not retrained")
+    accuracy_after = None
+    if after is not None:
+        acs_after, reason = scores.acs_or_reason(after["embeddings"], finding.mask, labels)
+        accuracy_after = scores.accuracy(labels[members], after["predictions"][members])
+    probe = finding.probe.to_dict() if finding.probe is not None else None
+    if probe is not None and finding.probe.feature_clusters:
+        pulled = finding.mask | np.isin(before["detector"].labels_, finding.probe.feature_clusters)
+        probe["extended_member_count"] = int(pulled.sum())
+    verified = None
+    if is_primary and after is not None:
+        verified = all(c["passed"] for c in checks)
+    record = {
+        "id": index,
+        "cluster_id": cluster.cluster_id,
+        "cluster_ids": [int(i) for i in cluster.cluster_ids],
+        "member_count": int(members.size),
+        "member_ids": [int(i) for i in members],
+        "classes": {str(names[k]): int(n) for k, n in zip(classes, counts)},
+        "acs_before": _num(cluster.acs),
+        "acs_after": _num(acs_after),
+        "acs_after_reason": None if acs_after is not None else reason,
+        "label_entropy": _num(cluster.label_entropy),
+        "prediction_concentration": _num(cluster.prediction_concentration),
+        "top_prediction": _label(cluster.top_prediction, names),
+        "accuracy_before": _num(cluster.accuracy),
+        "accuracy_after": _num(accuracy_after),
+        "probe": probe,
+        "cause": finding.diagnosis.cause,
+        "cause_evidence": list(finding.diagnosis.evidence),
+        "remedy": finding.choice.remedy if is_primary else None,
+        "remedy_reason": finding.choice.reason if is_primary else
+        "only the strongest attractor is remedied in one run",
+        "alternatives": list(finding.choice.alternatives),
+        "verified": verified,
+    }
+    record["summary"] = _summary(record, names)
+    return record
+
+
+def _summary(record: dict, names) -> str:
+    classes = sorted(record["classes"].items(), key=lambda item: -item[1])
+    total = record["member_count"]
+    shown = ", ".join(f"{name} {count / total:.0%}" for name, count in classes[:4])
+    text = (f"{total} audit inputs from {len(classes)} classes ({shown}) sit in one cluster; "
+            f"{_pct(record['prediction_concentration'])} of them are predicted as "
+            f"{record['top_prediction']!s}, and their accuracy is {_pct(record['accuracy_before'])}.")
+    probe = record["probe"]
+    if probe and probe.get("box"):
+        text += (f" Filling the region {probe['box']} moves {_pct(probe['exit_rate'])} of members out; "
+                 f"pasting it moves {_pct(probe['entry_rate'])} of other inputs in.")
+    text += f" Cause: {record['cause'].replace('_', ' ')}."
+    if record["remedy"]:
+        text += f" Remedy: {record['remedy'].replace('_', ' ')}."
+    if record["acs_after"] is not None:
+        outcome = {True: "verified", False: "not verified", None: "not checked"}[record["verified"]]
+        text += f" ACS {record['acs_before']:.2f} before, {record['acs_after']:.2f} after: {outcome}."
+    return text
+
+
+def write_report(out_dir: Path, audit: dict, before, after, findings, data) -> None:
+    """Validate the audit and write report.json, report.html and report.md atomically."""
+    from mitigate.files import write_json, write_text
+    from mitigate.report import render_html, render_markdown, validate_report
+
+    validate_report(audit)
+    arrays = _figure_arrays(before, after, findings, data)
+    html = render_html(audit, arrays)
+    markdown = render_markdown(audit)
+    # report.json goes last: its presence marks a finished run.
+    write_text(out_dir / "report.html", html)
+    write_text(out_dir / "report.md", markdown)
+    write_json(out_dir / "report.json", audit)
+    logger.info("wrote %s (verdict: %s)", out_dir / "report.html", audit["verdict"])
+
+
+def _figure_arrays(before, after, findings, data) -> dict:
+    arrays = {
+        "coords_before": before["detector"].coords_,
+        "clusters_before": before["detector"].labels_,
+        "labels": data.splits.audit_labels,
+        "coords_after": after["detector"].coords_ if after else None,
+        "clusters_after": after["detector"].labels_ if after else None,
+        "attractor_masks": [f.mask for f in findings],
+    }
+    if findings:
+        images = data.audit_images
+        arrays["member_images"] = [images[np.flatnonzero(f.mask)[:24], 0] for f in findings]
+        arrays["attribution_maps"] = [f.probe.attribution if f.probe else None for f in findings]
+        arrays["probe_examples"] = [f.probe.examples if f.probe else None for f in findings]
+    return arrays
+
+
+def _num(value):
+    if value is None:
+        return None
+    value = float(value)
+    return value if np.isfinite(value) else None
+
+
+def _label(value, names):
+    if value is None:
+        return None
+    if isinstance(value, (int, np.integer)) and 0 <= int(value) < len(names):
+        return str(names[int(value)])
+    return str(value)
+
+
+def _pct(value) -> str:
+    return "n/a" if value is None else f"{value:.0%}"
+
+
+def _f(value) -> str:
+    return "n/a" if value is None else f"{value:.2f}"

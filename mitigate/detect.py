@@ -1,0 +1,553 @@
+"""Attractor detection: reduce, cluster, score every cluster, flag attractors.
+
+The detector follows the scikit-learn estimator contract: ``__init__`` only
+stores parameters, ``fit`` returns ``self``, and fitted results live in
+attributes ending in ``_``.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from mitigate import scores
+from mitigate.constants import (
+    DEFAULT_ACS_THRESHOLD,
+    DEFAULT_ACS_THRESHOLD_UNLABELLED,
+    NOISE_LABEL,
+)
+from mitigate.validation import check_embeddings, check_fraction, check_int, check_labels
+
+logger = logging.getLogger(__name__)
+
+METRICS = ("euclidean", "cosine")
+
+# Below this many distinct rows UMAP's neighbour graph is too small to be
+# meaningful, so clustering runs on the (PCA-reduced) embeddings directly.
+SMALL_SAMPLE_ROWS = 64
+
+
+@dataclass
+class ClusterScores:
+    """Scores of one HDBSCAN cluster, all computed on the original embeddings."""
+
+    cluster_id: int
+    size: int
+    members: np.ndarray
+    cluster_ids: list = field(default_factory=list)
+    acs: float | None = None
+    acs_reason: str | None = None
+    label_entropy: float | None = None
+    label_entropy_reason: str | None = None
+    top_label: object = None
+    top_label_share: float | None = None
+    prediction_concentration: float | None = None
+    top_prediction: object = None
+    prediction_reason: str | None = None
+    accuracy: float | None = None
+    accuracy_reason: str | None = None
+    flagged: bool = False
+    flag_reasons: list = field(default_factory=list)
+
+    def to_dict(self, ids: np.ndarray | None = None) -> dict:
+        """Return a JSON-ready dict; member ids are row indices unless ``ids`` is given."""
+        result = asdict(self)
+        members = self.members if ids is None else np.asarray(ids)[self.members]
+        result["members"] = [_plain(v) for v in members]
+        result["top_label"] = _plain(self.top_label)
+        result["top_prediction"] = _plain(self.top_prediction)
+        return result
+
+
+class AttractorDetector:
+    """Find clusters of embeddings that behave like hypnotic attractors.
+
+    Steps: optional PCA, UMAP to ``n_components`` dimensions, HDBSCAN on the
+    UMAP coordinates, then per cluster the ACS, label entropy, prediction
+    concentration and accuracy on the original embeddings. A cluster is
+    flagged when every criterion that the given inputs allow holds:
+
+    - collapsed: ``ACS >= acs_threshold`` (always available);
+    - mixed: normalised label entropy ``>= entropy_threshold`` (needs labels);
+    - funnelled: prediction concentration ``>= concentration_threshold``
+      (needs predictions);
+    - wrong: member accuracy at most ``overall accuracy - accuracy_gap``
+      (needs labels and predictions).
+
+    Parameters
+    ----------
+    n_neighbors : int, default=15
+        UMAP neighbourhood size; clamped (with a warning) below the number of
+        distinct rows.
+    n_components : int, default=2
+        UMAP output dimensions. Must be below ``n_samples - 1``.
+    min_dist : float, default=0.0
+        UMAP ``min_dist``; 0 packs clusters tightly, which helps HDBSCAN.
+    metric : {"euclidean", "cosine"}, default="euclidean"
+        Distance between embeddings. ``"cosine"`` L2-normalises the rows
+        first; all-zero rows are reported in ``zero_rows_`` and kept at the
+        origin.
+    pca_dims : int or None, default=50
+        Reduce to this many principal components before UMAP when the
+        embeddings are wider. None skips PCA.
+    min_cluster_size : int or None, default=None
+        HDBSCAN ``min_cluster_size``; None picks ``max(15, n_samples // 50)``.
+        A value above the number of rows is clamped with a warning.
+    min_samples : int or None, default=None
+        HDBSCAN ``min_samples``; None uses HDBSCAN's default (equal to
+        ``min_cluster_size``).
+    acs_threshold : float or None, default=None
+        None picks 1.25 for the class-matched ACS (labels given) and 2.0
+        for the plain ACS (no labels).
+    entropy_threshold : float, default=0.3
+    concentration_threshold : float, default=0.7
+    accuracy_gap : float, default=0.2
+        Flagging thresholds; see above.
+    nonfinite : {"raise", "drop"}, default="raise"
+        Handling of rows with NaN or infinity; see
+        :func:`mitigate.validation.check_embeddings`.
+    random_state : int, default=0
+        Seed for PCA and UMAP. With a seed, UMAP runs single-threaded, so two
+        fits on the same machine give the same clusters.
+
+    Attributes
+    ----------
+    labels_ : ndarray of shape (n_samples,)
+        Cluster id per row; ``NOISE_LABEL`` (-1) for noise and dropped rows.
+    coords_ : ndarray of shape (n_samples, n_components)
+        Reduced coordinates (UMAP, or PCA on the small-sample path).
+    clusters_ : list of ClusterScores
+        Every cluster, noise excluded.
+    attractors_ : list of ClusterScores
+        The flagged clusters (fragments with the same top prediction merged),
+        the one with the most wrongly predicted members first.
+    overall_accuracy_ : float or None
+    acs_threshold_ : float
+        The threshold used.
+    acs_reference_ : str
+        "class-matched" or "all rows", see
+        :func:`mitigate.scores.attractor_collapse_score`.
+    unavailable_scores_ : dict
+        Score name to the reason it could not be computed.
+    settings_ : dict
+        The values actually used, after clamping.
+    zero_rows_ : ndarray of int
+        Rows that were all zero under the cosine metric.
+    kept_rows_ : ndarray of bool
+        False for rows dropped as non-finite.
+    """
+
+    def __init__(
+        self,
+        *,
+        n_neighbors: int = 15,
+        n_components: int = 2,
+        min_dist: float = 0.0,
+        metric: str = "euclidean",
+        pca_dims: int | None = 50,
+        min_cluster_size: int | None = None,
+        min_samples: int | None = None,
+        acs_threshold: float | None = None,
+        entropy_threshold: float = 0.3,
+        concentration_threshold: float = 0.7,
+        accuracy_gap: float = 0.2,
+        nonfinite: str = "raise",
+        random_state: int = 0,
+    ):
+        self.n_neighbors = n_neighbors
+        self.n_components = n_components
+        self.min_dist = min_dist
+        self.metric = metric
+        self.pca_dims = pca_dims
+        self.min_cluster_size = min_cluster_size
+        self.min_samples = min_samples
+        self.acs_threshold = acs_threshold
+        self.entropy_threshold = entropy_threshold
+        self.concentration_threshold = concentration_threshold
+        self.accuracy_gap = accuracy_gap
+        self.nonfinite = nonfinite
+        self.random_state = random_state
+
+    # -- fitting -------------------------------------------------------------
+
+    def fit(self, embeddings, labels=None, predictions=None):
+        """Cluster ``embeddings`` and score every cluster.
+
+        Parameters
+        ----------
+        embeddings : array-like of shape (n_samples, n_dims)
+        labels : array-like of shape (n_samples,), optional
+            True classes, integers or strings.
+        predictions : array-like of shape (n_samples,), optional
+            The model's predicted classes, in the same coding as ``labels``.
+
+        Returns
+        -------
+        self
+        """
+        self._check_params()
+        x, kept = check_embeddings(embeddings, nonfinite=self.nonfinite)
+        n_total = kept.shape[0]
+        label_codes, label_classes, pred_codes, pred_classes = self._encode_targets(
+            labels, predictions, n_total, kept
+        )
+
+        space = self._prepare_space(x)
+        coords, cluster_ids = self._reduce_and_cluster(space)
+
+        self.kept_rows_ = kept
+        self.labels_ = np.full(n_total, NOISE_LABEL, dtype=np.int64)
+        self.labels_[kept] = cluster_ids
+        self.coords_ = np.full((n_total, coords.shape[1]), np.nan, dtype=np.float32)
+        self.coords_[kept] = coords
+        self.embeddings_ = x
+        self._kept_index = np.flatnonzero(kept)
+
+        self.overall_accuracy_ = None
+        self.unavailable_scores_ = {}
+        self.acs_threshold_ = self.acs_threshold
+        if self.acs_threshold_ is None:
+            self.acs_threshold_ = (
+                DEFAULT_ACS_THRESHOLD_UNLABELLED if label_codes is None else DEFAULT_ACS_THRESHOLD
+            )
+        self.acs_reference_ = "all rows" if label_codes is None else "class-matched"
+        if label_codes is None:
+            self.unavailable_scores_["label_entropy"] = "no labels given"
+        if pred_codes is None:
+            self.unavailable_scores_["prediction_concentration"] = "no predictions given"
+        if label_codes is None or pred_codes is None:
+            self.unavailable_scores_["accuracy"] = "needs both labels and predictions"
+        else:
+            self.overall_accuracy_ = scores.accuracy(
+                label_classes[label_codes], pred_classes[pred_codes]
+            )
+
+        targets = (x, label_codes, label_classes, pred_codes, pred_classes)
+        self.clusters_ = [
+            self._score_rows(np.flatnonzero(cluster_ids == cluster_id), [int(cluster_id)], *targets)
+            for cluster_id in np.unique(cluster_ids)
+            if cluster_id != NOISE_LABEL
+        ]
+        self.attractors_ = sorted(self._merge_fragments(targets, cluster_ids), key=_damage, reverse=True)
+        logger.info(
+            "detection: %d clusters, %d flagged as attractors, %d noise rows",
+            len(self.clusters_), len(self.attractors_), int(np.sum(cluster_ids == NOISE_LABEL)),
+        )
+        return self
+
+    def assign(self, embeddings, k: int = 15) -> np.ndarray:
+        """Assign new embeddings to fitted clusters by a k-nearest-neighbour vote.
+
+        Used by probes to ask whether an edited input lands in a cluster. The
+        vote runs in the same space the detector clustered in (after PCA and
+        normalisation); noise is a possible result.
+
+        Returns
+        -------
+        ndarray of shape (n_new,) of cluster ids
+        """
+        from sklearn.neighbors import KNeighborsClassifier
+
+        self._check_fitted()
+        new, _ = check_embeddings(embeddings, name="new embeddings", min_rows=1)
+        if new.shape[1] != self.embeddings_.shape[1]:
+            raise ValueError(
+                f"new embeddings have {new.shape[1]} dims, the detector was fitted on "
+                f"{self.embeddings_.shape[1]}"
+            )
+        if getattr(self, "_knn", None) is None:
+            fitted_ids = self.labels_[self._kept_index]
+            k = min(k, fitted_ids.shape[0])
+            self._knn = KNeighborsClassifier(n_neighbors=k).fit(self._space, fitted_ids)
+        return self._knn.predict(self._transform_space(new))
+
+    # -- steps ---------------------------------------------------------------
+
+    def _check_params(self):
+        check_int("n_neighbors", self.n_neighbors, minimum=2)
+        check_int("n_components", self.n_components, minimum=1)
+        check_fraction("min_dist", self.min_dist, low=0.0, high=1.0)
+        if self.metric not in METRICS:
+            raise ValueError(f"invalid metric={self.metric!r}; expected one of {METRICS}")
+        if self.pca_dims is not None:
+            check_int("pca_dims", self.pca_dims, minimum=1)
+        if self.min_cluster_size is not None:
+            check_int("min_cluster_size", self.min_cluster_size, minimum=2)
+        if self.min_samples is not None:
+            check_int("min_samples", self.min_samples, minimum=1)
+        check_fraction("entropy_threshold", self.entropy_threshold)
+        check_fraction("concentration_threshold", self.concentration_threshold)
+        check_fraction("accuracy_gap", self.accuracy_gap)
+        if self.acs_threshold is not None and not self.acs_threshold > 0:
+            raise ValueError(f"acs_threshold must be positive, got {self.acs_threshold}")
+
+    def _encode_targets(self, labels, predictions, n_total, kept):
+        label_codes = label_classes = pred_codes = pred_classes = None
+        if labels is not None:
+            label_codes, label_classes = check_labels(labels, n_total, name="labels")
+            label_codes = label_codes[kept]
+        if predictions is not None:
+            pred_codes, pred_classes = check_labels(predictions, n_total, name="predictions")
+            pred_codes = pred_codes[kept]
+        return label_codes, label_classes, pred_codes, pred_classes
+
+    def _prepare_space(self, x: np.ndarray) -> np.ndarray:
+        """Normalise (cosine) and PCA-reduce; the result is what UMAP and the kNN see."""
+        self.zero_rows_ = np.array([], dtype=np.int64)
+        self._pca = None
+        if self.metric == "cosine":
+            norms = np.linalg.norm(x, axis=1)
+            zero = norms == 0
+            if zero.any():
+                self.zero_rows_ = np.flatnonzero(zero)
+                warnings.warn(
+                    f"{zero.sum()} all-zero row(s) have no direction under the cosine metric "
+                    f"(rows {self.zero_rows_[:10].tolist()}); they stay at the origin",
+                    UserWarning,
+                    stacklevel=3,
+                )
+        space = self._transform_space(x, fit=True)
+        self._space = space
+        self._knn = None
+        return space
+
+    def _transform_space(self, x: np.ndarray, fit: bool = False) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32)
+        if self.metric == "cosine":
+            norms = np.linalg.norm(x, axis=1, keepdims=True)
+            x = np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+        if fit:
+            if self.pca_dims is not None and x.shape[1] > self.pca_dims and x.shape[0] > self.pca_dims:
+                from sklearn.decomposition import PCA
+
+                self._pca = PCA(n_components=self.pca_dims, random_state=self.random_state).fit(x)
+        if self._pca is not None:
+            x = self._pca.transform(x).astype(np.float32)
+        return x
+
+    def _reduce_and_cluster(self, space: np.ndarray):
+        n_rows = space.shape[0]
+        if self.n_components >= n_rows - 1:
+            raise ValueError(
+                f"n_components={self.n_components} needs more than {self.n_components + 1} "
+                f"samples, got {n_rows}; lower n_components or pass more embeddings"
+            )
+        unique_rows, inverse = _unique_rows(space)
+        n_unique = unique_rows.shape[0]
+        self.settings_ = {
+            "metric": self.metric,
+            "pca_dims": None if self._pca is None else int(self._pca.n_components_),
+            "n_rows": int(n_rows),
+            "n_distinct_rows": int(n_unique),
+            "random_state": self.random_state,
+        }
+
+        if n_unique < SMALL_SAMPLE_ROWS or n_unique <= self.n_components + 1:
+            coords = self._small_sample_coords(space)
+            self.settings_["reducer"] = "pca (small-sample path: too few distinct rows for UMAP)"
+            cluster_space = space
+        else:
+            unique_coords = self._umap(unique_rows)
+            coords = unique_coords[inverse]
+            cluster_space = coords
+
+        cluster_ids = self._hdbscan(cluster_space)
+        return coords.astype(np.float32), _unify_duplicates(cluster_ids, inverse)
+
+    def _umap(self, unique_rows: np.ndarray) -> np.ndarray:
+        import umap
+
+        n_neighbors = self.n_neighbors
+        if n_neighbors >= unique_rows.shape[0]:
+            n_neighbors = unique_rows.shape[0] - 1
+            warnings.warn(
+                f"n_neighbors={self.n_neighbors} is not below the {unique_rows.shape[0]} distinct "
+                f"rows; using n_neighbors={n_neighbors}",
+                UserWarning,
+                stacklevel=4,
+            )
+        self.settings_.update(
+            reducer="umap",
+            n_neighbors=n_neighbors,
+            n_components=self.n_components,
+            min_dist=self.min_dist,
+        )
+        logger.info("UMAP on %d distinct rows of %d dims", *unique_rows.shape)
+        with warnings.catch_warnings():
+            # umap warns that a seed disables parallelism: that is the intent.
+            warnings.filterwarnings("ignore", message=".*n_jobs.*overridden.*")
+            # Separate clusters make a disconnected graph; UMAP handles it.
+            warnings.filterwarnings("ignore", message="Graph is not fully connected")
+            reducer = umap.UMAP(
+                n_neighbors=n_neighbors,
+                n_components=self.n_components,
+                min_dist=self.min_dist,
+                random_state=self.random_state,
+                init="spectral" if unique_rows.shape[0] > self.n_components + 2 else "random",
+            )
+            coords = reducer.fit_transform(unique_rows)
+        if not np.isfinite(coords).all():
+            raise RuntimeError("UMAP returned non-finite coordinates; try metric='euclidean' or pca_dims")
+        return coords
+
+    def _small_sample_coords(self, space: np.ndarray) -> np.ndarray:
+        centered = space - space.mean(axis=0, keepdims=True)
+        _, _, vt = np.linalg.svd(centered.astype(np.float64), full_matrices=False)
+        coords = centered @ vt[: self.n_components].T
+        if coords.shape[1] < self.n_components:
+            pad = np.zeros((coords.shape[0], self.n_components - coords.shape[1]))
+            coords = np.hstack([coords, pad])
+        return coords
+
+    def _hdbscan(self, cluster_space: np.ndarray) -> np.ndarray:
+        import hdbscan
+
+        n_rows = cluster_space.shape[0]
+        requested = self.min_cluster_size
+        size = requested if requested is not None else max(15, n_rows // 50)
+        if size > n_rows // 2:
+            clamped = max(2, n_rows // 2)
+            if requested is not None:
+                warnings.warn(
+                    f"min_cluster_size={requested} is larger than half of the {n_rows} rows; "
+                    f"using min_cluster_size={clamped}",
+                    UserWarning,
+                    stacklevel=4,
+                )
+            size = clamped
+        min_samples = self.min_samples if self.min_samples is not None else size
+        min_samples = min(min_samples, n_rows - 1)
+        self.settings_.update(min_cluster_size=int(size), min_samples=int(min_samples))
+
+        clusterer = hdbscan.HDBSCAN(
+            min_cluster_size=size,
+            min_samples=min_samples,
+            allow_single_cluster=True,
+        )
+        return clusterer.fit_predict(np.asarray(cluster_space, dtype=np.float64)).astype(np.int64)
+
+    def _score_rows(self, rows, ids, x, label_codes, label_classes, pred_codes, pred_classes
+                    ) -> ClusterScores:
+        """Score the member set ``rows`` (positions among the kept rows)."""
+        member_mask = np.zeros(x.shape[0], dtype=bool)
+        member_mask[rows] = True
+        result = ClusterScores(cluster_id=min(ids), size=int(rows.size),
+                               members=self._kept_index[rows], cluster_ids=list(ids))
+        result.acs, result.acs_reason = scores.acs_or_reason(x, member_mask, label_codes)
+
+        if label_codes is not None:
+            try:
+                result.label_entropy = scores.label_entropy(label_codes[rows], len(label_classes))
+            except ValueError as err:
+                result.label_entropy_reason = str(err)
+            share, top = scores.prediction_concentration(label_codes[rows])
+            result.top_label, result.top_label_share = label_classes[top], share
+        if pred_codes is not None:
+            share, top = scores.prediction_concentration(pred_codes[rows])
+            result.prediction_concentration, result.top_prediction = share, pred_classes[top]
+        else:
+            result.prediction_reason = "no predictions given"
+        if self.overall_accuracy_ is not None:
+            result.accuracy = scores.accuracy(
+                label_classes[label_codes[rows]], pred_classes[pred_codes[rows]]
+            )
+        else:
+            result.accuracy_reason = "needs both labels and predictions"
+        if label_codes is None:
+            result.label_entropy_reason = "no labels given"
+        self._flag(result)
+        return result
+
+    def _merge_fragments(self, targets, cluster_ids) -> list:
+        """Merge flagged clusters that funnel into the same prediction.
+
+        HDBSCAN can split one attractor into several dense fragments (for
+        example one per captured class). Flagged clusters with the same top
+        prediction are scored again as one member set; the union replaces
+        them when it is still flagged, else they stay separate.
+        """
+        flagged = [c for c in self.clusters_ if c.flagged]
+        groups: dict = {}
+        for cluster in flagged:
+            key = cluster.top_prediction if cluster.top_prediction is not None else cluster.cluster_id
+            groups.setdefault(key, []).append(cluster)
+        result = []
+        for members in groups.values():
+            if len(members) == 1:
+                result.extend(members)
+                continue
+            ids = sorted(i for c in members for i in c.cluster_ids)
+            rows = np.flatnonzero(np.isin(cluster_ids, ids))
+            merged = self._score_rows(rows, ids, *targets)
+            result.extend([merged] if merged.flagged else members)
+        return result
+
+    def _flag(self, cluster: ClusterScores) -> None:
+        checks = [("collapsed", cluster.acs is not None and cluster.acs >= self.acs_threshold_,
+                   f"ACS {_fmt(cluster.acs)} vs threshold {self.acs_threshold_}")]
+        if cluster.label_entropy is not None:
+            checks.append(("mixed", cluster.label_entropy >= self.entropy_threshold,
+                           f"label entropy {cluster.label_entropy:.2f} vs {self.entropy_threshold}"))
+        if cluster.prediction_concentration is not None:
+            checks.append((
+                "funnelled",
+                cluster.prediction_concentration >= self.concentration_threshold,
+                f"{cluster.prediction_concentration:.0%} predicted as {cluster.top_prediction!s} "
+                f"vs {self.concentration_threshold:.0%}",
+            ))
+        if cluster.accuracy is not None:
+            checks.append((
+                "wrong",
+                cluster.accuracy <= self.overall_accuracy_ - self.accuracy_gap,
+                f"accuracy {cluster.accuracy:.2f} vs overall {self.overall_accuracy_:.2f}",
+            ))
+        cluster.flagged = all(ok for _, ok, _ in checks)
+        cluster.flag_reasons = [f"{name}: {'yes' if ok else 'no'} ({detail})"
+                                for name, ok, detail in checks]
+
+    def _check_fitted(self):
+        if not hasattr(self, "labels_"):
+            raise RuntimeError("this AttractorDetector is not fitted yet; call fit(embeddings) first")
+
+
+def _damage(cluster: ClusterScores) -> float:
+    """Rank attractors by how many members they get wrong, else by size and ACS."""
+    if cluster.accuracy is not None:
+        return cluster.size * (1.0 - cluster.accuracy)
+    return cluster.size * (cluster.acs or 0.0)
+
+
+def _unique_rows(x: np.ndarray):
+    """Return the distinct rows of ``x`` and the inverse map, via a byte view."""
+    contiguous = np.ascontiguousarray(x)
+    view = contiguous.view(np.dtype((np.void, contiguous.dtype.itemsize * contiguous.shape[1])))
+    _, first, inverse = np.unique(view.ravel(), return_index=True, return_inverse=True)
+    return contiguous[first], inverse.ravel()
+
+
+def _unify_duplicates(cluster_ids: np.ndarray, inverse: np.ndarray) -> np.ndarray:
+    """Give every copy of a row the cluster that most of its copies received."""
+    if inverse.max() + 1 == inverse.shape[0]:
+        return cluster_ids
+    result = cluster_ids.copy()
+    order = np.argsort(inverse, kind="stable")
+    boundaries = np.flatnonzero(np.diff(inverse[order])) + 1
+    for group in np.split(order, boundaries):
+        if group.size > 1:
+            values, counts = np.unique(cluster_ids[group], return_counts=True)
+            result[group] = values[np.argmax(counts)]
+    return result
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def _plain(value):
+    """Convert numpy scalars to Python ones for JSON."""
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

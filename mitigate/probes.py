@@ -1,0 +1,351 @@
+"""Counterfactual image probes: locate what pulls inputs into a cluster, then test it.
+
+Occlusion attribution: for each cell of a grid over the image, fill the cell
+with the background value in every probed member and measure how far the
+member's embedding moves away from the cluster centroid. The cells whose
+occlusion moves members furthest locate the feature.
+
+Counterfactual probes then test the located region causally:
+
+- removal: fill the region in members; the *exit rate* is the share that the
+  detector no longer assigns to the cluster;
+- pasting: copy the members' mean region onto non-members; the *entry rate*
+  is the share that the detector now assigns to the cluster;
+- control: paste the same content at a mirrored location; the *control entry
+  rate* should stay low if the location matters.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from mitigate.constants import NOISE_LABEL
+
+logger = logging.getLogger(__name__)
+
+# Thresholds for calling a region the cause of membership. Removal must move
+# at least EXIT_RATE of members out. Pasting must move at least ENTRY_RATE of
+# non-members in: this is lower because a feature may pull only some classes
+# (Fashion-MNIST footwear resists a square that pulls every top-wear class),
+# and the non-members are drawn from all other clusters. A control paste at
+# the mirrored location must move fewer than CONTROL_LIMIT.
+EXIT_RATE = 0.5
+ENTRY_RATE = 0.25
+CONTROL_LIMIT = 0.2
+
+
+@dataclass
+class ImageProbeResult:
+    """Evidence from occlusion attribution and counterfactual probes on one cluster.
+
+    Attributes
+    ----------
+    attribution : ndarray of shape (H, W)
+        Per-pixel occlusion attribution (see :func:`occlusion_attribution`);
+        higher means the pixel pulls members in more.
+    box : tuple of int
+        ``(top, left, height, width)`` in pixels of the located region.
+    patch : ndarray of shape (channels, height, width)
+        The members' mean pixels inside ``box``.
+    localization : float
+        Share of the positive attribution mass inside ``box``, in [0, 1].
+    exit_rate, entry_rate, control_entry_rate : float
+        See the module docstring; each in [0, 1].
+    feature_clusters : list of int
+        Other clusters whose members leave them when the region is filled,
+        i.e. clusters that the same feature pulls together.
+    """
+
+    attribution: np.ndarray
+    box: tuple
+    patch: np.ndarray
+    localization: float
+    exit_rate: float
+    entry_rate: float
+    control_entry_rate: float
+    n_members_probed: int
+    n_nonmembers_probed: int
+    feature_clusters: list = field(default_factory=list)
+    feature_cluster_exit_rates: dict = field(default_factory=dict)
+    examples: dict = field(default_factory=dict)
+
+    @property
+    def causal(self) -> bool:
+        """True when removal and pasting both move inputs and the control does not."""
+        return (
+            self.exit_rate >= EXIT_RATE
+            and self.entry_rate >= ENTRY_RATE
+            and self.control_entry_rate < CONTROL_LIMIT
+        )
+
+    def to_dict(self) -> dict:
+        """Return the JSON-ready probe record used in report.json."""
+        return {
+            "kind": "image",
+            "box": [int(v) for v in self.box],
+            "localization": float(self.localization),
+            "exit_rate": float(self.exit_rate),
+            "entry_rate": float(self.entry_rate),
+            "control_entry_rate": float(self.control_entry_rate),
+            "n_members_probed": int(self.n_members_probed),
+            "n_nonmembers_probed": int(self.n_nonmembers_probed),
+            "feature_clusters": [int(c) for c in self.feature_clusters],
+            "extended_member_count": None,
+            "notes": [],
+        }
+
+
+def occlusion_attribution(
+    images: np.ndarray,
+    centroid: np.ndarray,
+    embed: Callable[[np.ndarray], np.ndarray],
+    *,
+    cell: int,
+    fill: float = 0.0,
+) -> np.ndarray:
+    """Return a per-pixel map of how far occlusion moves members from the centroid.
+
+    A square window of side ``cell`` slides with stride ``cell // 2``. For each
+    position the window is filled with ``fill`` in every image, and the mean
+    increase of the distance to ``centroid`` (relative to the mean distance
+    before) is credited to every pixel under the window; each pixel's value
+    is the mean over the windows that cover it.
+
+    Parameters
+    ----------
+    images : ndarray of shape (n, C, H, W)
+        The probed members.
+    centroid : ndarray of shape (n_dims,)
+        Centroid of the cluster in embedding space.
+    embed : callable
+        Maps images of shape (m, C, H, W) to embeddings of shape (m, n_dims).
+    cell : int
+        Side of the occlusion window, in pixels.
+    fill : float
+        Value written into the window (the image background).
+
+    Returns
+    -------
+    ndarray of shape (H, W)
+        Higher values mark pixels that pull members in more.
+    """
+    height, width = images.shape[-2:]
+    stride = max(1, cell // 2)
+    base = np.linalg.norm(embed(images) - centroid, axis=1)
+    scale = max(float(base.mean()), 1e-12)
+    total = np.zeros((height, width))
+    covered = np.zeros((height, width))
+    for top in _window_starts(height, cell, stride):
+        for left in _window_starts(width, cell, stride):
+            occluded = images.copy()
+            occluded[..., top:top + cell, left:left + cell] = fill
+            moved = np.linalg.norm(embed(occluded) - centroid, axis=1)
+            total[top:top + cell, left:left + cell] += float((moved - base).mean()) / scale
+            covered[top:top + cell, left:left + cell] += 1
+    return total / np.maximum(covered, 1)
+
+
+def _window_starts(size: int, window: int, stride: int) -> list:
+    starts = list(range(0, max(size - window, 0) + 1, stride))
+    if starts[-1] + window < size:
+        starts.append(size - window)
+    return starts
+
+
+def locate_region(attribution: np.ndarray, *, keep: float = 0.5):
+    """Return the bounding box of the strongest connected region, and its share of the mass.
+
+    Pixels at or above ``keep`` times the peak form regions (8-connected);
+    the one holding the peak is kept. Returns ``(box, localization)`` where
+    ``box`` is ``(top, left, height, width)`` and ``localization`` is the
+    share of the positive attribution mass inside the box, in [0, 1].
+    """
+    from scipy import ndimage
+
+    peak_index = np.unravel_index(int(np.argmax(attribution)), attribution.shape)
+    peak = attribution[peak_index]
+    if peak <= 0:
+        return (int(peak_index[0]), int(peak_index[1]), 1, 1), 0.0
+    regions, _ = ndimage.label(attribution >= keep * peak, structure=np.ones((3, 3)))
+    rows, cols = np.nonzero(regions == regions[peak_index])
+    top, left = int(rows.min()), int(cols.min())
+    box = (top, left, int(rows.max()) - top + 1, int(cols.max()) - left + 1)
+
+    positive = np.clip(attribution, 0, None)
+    inside = positive[top:top + box[2], left:left + box[3]].sum()
+    return box, float(inside / positive.sum())
+
+
+def refine_box(box: tuple, member_mean: np.ndarray, other_mean: np.ndarray, *, margin: int) -> tuple:
+    """Fit ``box`` to the pixels where members differ most from non-members.
+
+    Occlusion windows are coarse, so the attributed box may cut a feature or
+    overhang it. Within ``box`` grown by ``margin`` pixels, keep the bounding
+    box of pixels whose mean member value differs from the mean non-member
+    value by at least half the largest such difference there. Returns the
+    original box when members and non-members do not differ in that area.
+    """
+    top, left, height, width = box
+    rows, cols = member_mean.shape[-2:]
+    r0, c0 = max(0, top - margin), max(0, left - margin)
+    r1, c1 = min(rows, top + height + margin), min(cols, left + width + margin)
+    contrast = np.abs(member_mean - other_mean).reshape(-1, rows, cols).max(axis=0)[r0:r1, c0:c1]
+    peak = contrast.max()
+    if peak <= 0:
+        return box
+    hit_rows, hit_cols = np.nonzero(contrast >= 0.5 * peak)
+    new_top, new_left = r0 + int(hit_rows.min()), c0 + int(hit_cols.min())
+    return (new_top, new_left, r0 + int(hit_rows.max()) + 1 - new_top, c0 + int(hit_cols.max()) + 1 - new_left)
+
+
+def mirrored_box(box: tuple, image_shape: tuple) -> tuple:
+    """Return the box reflected through the image centre (the control location)."""
+    top, left, height, width = box
+    rows, cols = image_shape
+    return (rows - top - height, cols - left - width, height, width)
+
+
+def fill_box(images: np.ndarray, box: tuple, value) -> np.ndarray:
+    """Return a copy of ``images`` with ``box`` set to ``value`` (scalar or patch)."""
+    top, left, height, width = box
+    result = images.copy()
+    result[..., top:top + height, left:left + width] = value
+    return result
+
+
+def probe_image_cluster(
+    images: np.ndarray,
+    cluster_ids: np.ndarray,
+    attractor_ids: list,
+    embeddings: np.ndarray,
+    *,
+    embed: Callable[[np.ndarray], np.ndarray],
+    assign: Callable[[np.ndarray], np.ndarray],
+    cell: int,
+    fill: float = 0.0,
+    max_probe: int = 200,
+    labels: np.ndarray | None = None,
+    seed: int = 0,
+) -> ImageProbeResult:
+    """Locate and test the feature that pulls inputs into the clusters ``attractor_ids``.
+
+    Parameters
+    ----------
+    images : ndarray of shape (n, C, H, W)
+        The audit inputs, in the rows the detector saw.
+    cluster_ids : ndarray of shape (n,)
+        The detector's cluster per row.
+    attractor_ids : list of int
+        The cluster(s) that make up the attractor.
+    embeddings : ndarray of shape (n, n_dims)
+        The audit embeddings (for the centroid).
+    embed : callable
+        Images to embeddings with the audited model and layer.
+    assign : callable
+        Embeddings to cluster ids, e.g. :meth:`AttractorDetector.assign`.
+    cell : int
+        Occlusion grid cell side, in pixels.
+    max_probe : int
+        Most members (and non-members) probed; a seeded sample above that.
+    labels : ndarray of shape (n,), optional
+        Classes of the rows. When given, pasting is tested on non-members of
+        the classes that make up at least 5% of the members, because a
+        feature may pull some classes and not others.
+    """
+    rng = np.random.default_rng(seed)
+    inside = np.isin(cluster_ids, attractor_ids)
+    member_rows = np.flatnonzero(inside)
+    other_rows = np.flatnonzero(~inside & (cluster_ids != NOISE_LABEL))
+    if labels is not None:
+        classes, counts = np.unique(labels[member_rows], return_counts=True)
+        captured = classes[counts >= 0.05 * member_rows.size]
+        other_rows = other_rows[np.isin(labels[other_rows], captured)]
+    members = _sample(member_rows, max_probe, rng)
+    others = _sample(other_rows, max_probe, rng)
+    centroid = embeddings[member_rows].mean(axis=0)
+
+    attribution = occlusion_attribution(images[members], centroid, embed, cell=cell, fill=fill)
+    box, localization = locate_region(attribution)
+    box = refine_box(box, images[member_rows].mean(axis=0), images[other_rows].mean(axis=0)
+                     if other_rows.size else np.zeros_like(images[0]), margin=cell)
+    top, left, height, width = box
+    patch = images[member_rows][..., top:top + height, left:left + width].mean(axis=0)
+
+    removed = fill_box(images[members], box, fill)
+    def share_inside(batch):
+        return float(np.mean(np.isin(assign(embed(batch)), attractor_ids))) if len(batch) else 0.0
+
+    exit_rate = 1.0 - share_inside(removed)
+    pasted = fill_box(images[others], box, patch)
+    entry_rate = share_inside(pasted)
+    control_rate = share_inside(fill_box(images[others], mirrored_box(box, images.shape[-2:]), patch))
+
+    result = ImageProbeResult(
+        attribution=attribution, box=box, patch=patch, localization=localization,
+        exit_rate=exit_rate, entry_rate=entry_rate, control_entry_rate=control_rate,
+        n_members_probed=int(members.size), n_nonmembers_probed=int(others.size),
+    )
+    result.examples = {
+        "original": images[members[:6], 0],
+        "removed": removed[:6, 0],
+        "pasted": pasted[:6, 0],
+    }
+    logger.info(
+        "probe clusters %s: box %s, localization %.2f, exit %.2f, entry %.2f, control %.2f",
+        attractor_ids, box, localization, exit_rate, entry_rate, control_rate,
+    )
+    return result
+
+
+def find_feature_clusters(
+    images: np.ndarray,
+    cluster_ids: np.ndarray,
+    probe: ImageProbeResult,
+    attractor_ids: list,
+    *,
+    embed: Callable,
+    assign: Callable,
+    fill: float = 0.0,
+    max_probe: int = 100,
+    seed: int = 0,
+) -> None:
+    """Record in ``probe`` the other clusters that the same region keeps together.
+
+    A cluster joins when filling the region moves at least ``EXIT_RATE`` of
+    its probed members out of it: its members share the feature, and the
+    feature, not their content, keeps them there.
+    """
+    rng = np.random.default_rng(seed)
+    for other in np.unique(cluster_ids):
+        if other == NOISE_LABEL or other in attractor_ids:
+            continue
+        rows = _sample(np.flatnonzero(cluster_ids == other), max_probe, rng)
+        removed = fill_box(images[rows], probe.box, fill)
+        rate = float(np.mean(assign(embed(removed)) != other))
+        probe.feature_cluster_exit_rates[int(other)] = rate
+        if rate >= EXIT_RATE:
+            probe.feature_clusters.append(int(other))
+
+
+def feature_presence(images: np.ndarray, box: tuple, patch: np.ndarray, *, fill: float = 0.0) -> np.ndarray:
+    """Return a bool per image: does ``box`` hold the located feature?
+
+    An image carries the feature when its box content is closer to the
+    members' mean patch than half the distance from a blank (``fill``) box
+    to that patch. Used to find the feature in training data.
+    """
+    top, left, height, width = box
+    region = images[..., top:top + height, left:left + width]
+    distance = np.abs(region - patch).reshape(images.shape[0], -1).mean(axis=1)
+    blank = float(np.abs(fill - patch).mean())
+    return distance < 0.5 * blank
+
+
+def _sample(rows: np.ndarray, limit: int, rng) -> np.ndarray:
+    if rows.size <= limit:
+        return rows
+    return np.sort(rng.choice(rows, size=limit, replace=False))

@@ -1,0 +1,225 @@
+"""Orchestration of ``mitigate run``: the stages in order, then the audit report."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mitigate import scores
+from mitigate.audit import (
+    attractor_record,
+    cluster_snapshot,
+    environment_info,
+    new_audit,
+    verification_checks,
+    write_report,
+)
+from mitigate.pipeline import (
+    build_and_train,
+    load_audit_data,
+    make_detector,
+    make_embedder,
+    prepare_output,
+)
+from mitigate.recipe import Recipe
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Finding:
+    """One flagged attractor with its probe, diagnosis and remedy choice."""
+
+    cluster: object
+    probe: object
+    diagnosis: object
+    choice: object
+    mask: np.ndarray
+
+
+def run_recipe(recipe: Recipe, out_dir: Path, *, data_dir: Path | None = None,
+               restart: bool = False, progress: bool = True) -> dict:
+    """Run the whole loop for ``recipe`` and write the report into ``out_dir``.
+
+    Returns
+    -------
+    dict
+        The audit, as written to ``out_dir / "report.json"``.
+    """
+    work = prepare_output(out_dir, recipe, restart=restart)
+    data = load_audit_data(recipe, data_dir)
+    labels = data.splits.audit_labels
+    n_classes = len(data.splits.class_names)
+    image_size = data.train_images.shape[-1]
+    layer, pooling = recipe["model"]["layer"], recipe["model"]["pooling"]
+
+    # Stage 1: the baseline model and its audit.
+    baseline, baseline_info = build_and_train(
+        recipe, data.train_images, data.splits.train_labels,
+        weights_path=out_dir / "baseline" / "model.safetensors",
+        checkpoint_dir=work / "checkpoint_baseline", n_classes=n_classes,
+        image_size=image_size, progress=progress, tracker_dir=out_dir / "tracking",
+    )
+    before = _audit_model(recipe, baseline, data.audit_images, labels, layer, pooling, progress)
+
+    # Stage 2: probe and diagnose every flagged attractor.
+    findings = [
+        _investigate(recipe, cluster, data, before, baseline)
+        for cluster in before["detector"].attractors_[: recipe["probe"]["max_attractors"]]
+    ]
+    groups, group_definition = _groups(data, findings, labels)
+    audit = new_audit(recipe, data, baseline_info, environment_info())
+    audit["detection_settings"] = _detection_settings(before["detector"])
+    audit["before"] = cluster_snapshot(before, labels, groups, group_definition)
+    if not findings:
+        audit["verdict"] = "no attractor found"
+        audit["verdict_reasons"] = ["no cluster met every flagging criterion"]
+        write_report(out_dir, audit, before, None, [], data)
+        return audit
+
+    # Stage 3: the remedy for the strongest attractor, then retraining.
+    primary = findings[0]
+    retrained, retrained_info = _remedy_and_retrain(recipe, primary, data, out_dir, work, progress)
+    audit["model"]["retrained_weights"] = "retrained/model.safetensors"
+    audit["training"]["retrained"] = retrained_info
+
+    # Stage 4: verification on the same audit inputs with the same settings.
+    after = _audit_model(recipe, retrained, data.audit_images, labels, layer, pooling, progress)
+    audit["after"] = cluster_snapshot(after, labels, groups, group_definition)
+    checks, new = verification_checks(recipe, before, after, findings, labels, groups)
+    audit["verification"] = {"checks": checks, "new_attractors": new}
+    audit["attractors"] = [
+        attractor_record(i, f, before, after, labels, data, primary is f, checks)
+        for i, f in enumerate(findings)
+    ]
+    failed = [c for c in checks if not c["passed"]]
+    audit["verdict"] = "not mitigated" if failed else "mitigated"
+    audit["verdict_reasons"] = [c["detail"] for c in (failed or checks)]
+    _evaluate(audit, data, findings, before["detector"].labels_)
+    write_report(out_dir, audit, before, after, findings, data)
+    return audit
+
+
+def _audit_model(recipe, model, images, labels, layer, pooling, progress) -> dict:
+    from mitigate.extract import extract_images
+
+    embeddings, predictions, confidence = extract_images(
+        model, images, layer=layer, pooling=pooling, progress=progress
+    )
+    detector = make_detector(recipe).fit(embeddings, labels, predictions)
+    return {
+        "model": model,
+        "embeddings": embeddings,
+        "predictions": predictions,
+        "confidence": confidence,
+        "detector": detector,
+        "embed": make_embedder(model, layer, pooling),
+    }
+
+
+def _investigate(recipe, cluster, data, before, model) -> Finding:
+    from mitigate.diagnose import (
+        diagnose_image_attractor,
+        effective_rank,
+        training_presence_by_class,
+    )
+    from mitigate.probes import feature_presence, find_feature_clusters, probe_image_cluster
+    from mitigate.remedies import choose_remedy
+
+    detector = before["detector"]
+    settings = recipe["probe"]
+    image_size = data.audit_images.shape[-1]
+    cell = settings["cell"] or max(1, image_size // 7)
+    common = dict(embed=before["embed"], assign=detector.assign, fill=float(settings["fill"]))
+    probe = probe_image_cluster(
+        data.audit_images, detector.labels_, cluster.cluster_ids, before["embeddings"],
+        cell=cell, max_probe=settings["max_members"], labels=data.splits.audit_labels,
+        seed=recipe["detect"]["seed"], **common,
+    )
+    presence = None
+    if probe.causal:
+        find_feature_clusters(data.audit_images, detector.labels_, probe, cluster.cluster_ids,
+                              seed=recipe["detect"]["seed"], **common)
+        carried = feature_presence(data.train_images, probe.box, probe.patch, fill=common["fill"])
+        presence = training_presence_by_class(carried, data.splits.train_labels)
+
+    embeddings = before["embeddings"]
+    rank_share = effective_rank(embeddings) / embeddings.shape[1]
+    diagnosis = diagnose_image_attractor(
+        cluster, probe, image_shape=data.audit_images.shape[-2:], presence_by_class=presence,
+        class_names=data.splits.class_names, rank_share=rank_share,
+    )
+    choice = choose_remedy(diagnosis.cause, forced=recipe["remedy"]["method"])
+    mask = np.zeros(embeddings.shape[0], dtype=bool)
+    mask[cluster.members] = True
+    logger.info("attractor (clusters %s, %d members): cause %s, remedy %s",
+                cluster.cluster_ids, cluster.size, diagnosis.cause, choice.remedy)
+    return Finding(cluster, probe, diagnosis, choice, mask)
+
+
+def _remedy_and_retrain(recipe, finding, data, out_dir, work, progress):
+    from mitigate.remedies import IMPLEMENTED_REMEDIES, counterfactual_augment_images
+
+    remedy = finding.choice.remedy
+    if remedy not in IMPLEMENTED_REMEDIES:
+        raise NotImplementedError(
+            f"remedy {remedy!r} (chosen for cause {finding.diagnosis.cause!r}) is not available "
+            f"yet; available: {', '.join(IMPLEMENTED_REMEDIES)}. Set [remedy] method in the recipe"
+        )
+    if not finding.probe.causal:
+        raise ValueError(
+            "counterfactual augmentation needs a located feature, but the probes found no "
+            "region that moves inputs in and out of the attractor"
+        )
+    settings = recipe["remedy"]
+    images, stats = counterfactual_augment_images(
+        data.train_images, box=finding.probe.box, patch=finding.probe.patch,
+        paste_rate=float(settings["paste_rate"]), fill=float(recipe["probe"]["fill"]),
+        seed=settings["seed"],
+    )
+    finding.choice.stats = stats
+    return build_and_train(
+        recipe, images, data.splits.train_labels,
+        weights_path=out_dir / "retrained" / "model.safetensors",
+        checkpoint_dir=work / "checkpoint_retrained", n_classes=len(data.splits.class_names),
+        image_size=images.shape[-1], progress=progress, tracker_dir=out_dir / "tracking",
+    )
+
+
+def _groups(data, findings, labels):
+    """Groups for worst-group accuracy: ground truth when planted, else found membership."""
+    if data.planted_audit is not None:
+        return labels * 2 + data.planted_audit.astype(np.int64), \
+            "class x planted feature (ground truth, used for evaluation only)"
+    member = np.zeros(labels.shape[0], dtype=np.int64)
+    for finding in findings:
+        member |= finding.mask.astype(np.int64)
+    return labels * 2 + member, "class x member of a flagged attractor"
+
+
+def _detection_settings(detector) -> dict:
+    settings = dict(detector.settings_)
+    settings.update(
+        acs_threshold=detector.acs_threshold_,
+        acs_reference=detector.acs_reference_,
+        entropy_threshold=detector.entropy_threshold,
+        concentration_threshold=detector.concentration_threshold,
+        accuracy_gap=detector.accuracy_gap,
+    )
+    return settings
+
+
+def _evaluate(audit, data, findings, cluster_labels) -> None:
+    """Score the primary attractor's members against the planted group."""
+    if data.planted_audit is None or not findings:
+        return
+    primary = findings[0]
+    core = scores.precision_recall_f1(primary.mask, data.planted_audit)
+    extended = None
+    if primary.probe is not None and primary.probe.feature_clusters:
+        pulled = primary.mask | np.isin(cluster_labels, primary.probe.feature_clusters)
+        extended = scores.precision_recall_f1(pulled, data.planted_audit)
+    audit["evaluation"] = {"planted_group": data.plant_description, "core": core, "extended": extended}

@@ -1,0 +1,147 @@
+"""Input checks run once, at the library boundary.
+
+Every public entry point (the detector, the scores, the CLI) passes user input
+through these functions, so the rest of the code can assume a finite float32
+matrix of shape (n_samples, n_dims) and integer label codes.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+NONFINITE_POLICIES = ("raise", "drop")
+
+
+def check_embeddings(
+    embeddings, *, nonfinite: str = "raise", name: str = "embeddings", min_rows: int = 2
+):
+    """Validate embeddings and convert them to a float32 matrix.
+
+    Parameters
+    ----------
+    embeddings : array-like of shape (n_samples, n_dims)
+        Any real dtype: float16, float32, float64 or integer.
+    nonfinite : {"raise", "drop"}, default="raise"
+        What to do with rows that contain NaN or infinity. ``"raise"`` raises
+        a ValueError naming the first bad rows; ``"drop"`` removes them with a
+        UserWarning that counts them.
+    name : str
+        Name used in error messages.
+    min_rows : int, default=2
+        Fewest usable rows accepted.
+
+    Returns
+    -------
+    embeddings : ndarray of shape (n_kept, n_dims), dtype float32
+    kept : ndarray of shape (n_samples,), dtype bool
+        True for the rows that were kept.
+
+    Raises
+    ------
+    ValueError
+        If the input is not a 2-d real array with at least ``min_rows`` rows
+        and 1 column, or contains non-finite rows while ``nonfinite="raise"``.
+    """
+    if nonfinite not in NONFINITE_POLICIES:
+        raise ValueError(
+            f"invalid nonfinite={nonfinite!r}; expected one of {NONFINITE_POLICIES}"
+        )
+    array = np.asarray(embeddings)
+    if array.dtype == object:
+        raise ValueError(
+            f"{name} has dtype object; pass a numeric array of shape (n_samples, n_dims). "
+            "Ragged rows (vectors of different lengths) produce this dtype."
+        )
+    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)
+            or array.dtype == bool):
+        raise ValueError(f"{name} must be a real numeric array, got dtype {array.dtype}")
+    if array.ndim != 2:
+        raise ValueError(
+            f"{name} must have shape (n_samples, n_dims), got shape {array.shape}; "
+            "reshape a single vector with .reshape(1, -1) or flatten extra axes first"
+        )
+    if array.shape[1] < 1:
+        raise ValueError(f"{name} has shape {array.shape}: it needs at least 1 dimension")
+
+    # One conversion for every dtype: float16 and small integers convert exactly.
+    array = array.astype(np.float32, copy=False)
+    finite_rows = np.isfinite(array).all(axis=1)
+    if not finite_rows.all():
+        bad = np.flatnonzero(~finite_rows)
+        shown = ", ".join(str(i) for i in bad[:10])
+        more = f" and {bad.size - 10} more" if bad.size > 10 else ""
+        if nonfinite == "raise":
+            raise ValueError(
+                f"{name} contains NaN or infinite values in {bad.size} row(s): {shown}{more}. "
+                "Fix the model output, or drop these rows with nonfinite='drop' "
+                "(--drop-nonfinite on the command line)"
+            )
+        warnings.warn(
+            f"dropped {bad.size} row(s) of {name} with NaN or infinite values: {shown}{more}",
+            UserWarning,
+            stacklevel=2,
+        )
+        array = array[finite_rows]
+    if array.shape[0] < min_rows:
+        raise ValueError(
+            f"{name} has {array.shape[0]} usable row(s); at least {min_rows} are needed"
+        )
+    return np.ascontiguousarray(array), finite_rows
+
+
+def check_labels(values, n_samples: int, *, name: str = "labels"):
+    """Validate a label or prediction vector and encode it as integer codes.
+
+    Parameters
+    ----------
+    values : array-like of shape (n_samples,)
+        Integers or strings.
+    n_samples : int
+        Expected length.
+    name : str
+        Name used in error messages.
+
+    Returns
+    -------
+    codes : ndarray of shape (n_samples,), dtype int64
+        Index of each value in ``classes``.
+    classes : ndarray
+        Sorted distinct values.
+    """
+    array = np.asarray(values)
+    if array.ndim != 1:
+        raise ValueError(f"{name} must have shape ({n_samples},), got shape {array.shape}")
+    if array.shape[0] != n_samples:
+        raise ValueError(
+            f"{name} has {array.shape[0]} entries but the embeddings have {n_samples} rows; "
+            "pass one entry per embedding row, in the same order"
+        )
+    if np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all():
+            raise ValueError(f"{name} contains NaN or infinite values")
+        if not np.all(array == np.round(array)):
+            raise ValueError(f"{name} must be integers or strings, got non-integer floats")
+        array = array.astype(np.int64)
+    classes, codes = np.unique(array, return_inverse=True)
+    return codes.astype(np.int64), classes
+
+
+def check_int(name: str, value, *, minimum: int, maximum: int | None = None) -> int:
+    """Return ``value`` as an int after checking it lies in [minimum, maximum]."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if value < minimum or (maximum is not None and value > maximum):
+        upper = f" and at most {maximum}" if maximum is not None else ""
+        raise ValueError(f"{name} must be at least {minimum}{upper}, got {value}")
+    return int(value)
+
+
+def check_fraction(name: str, value, *, low: float = 0.0, high: float = 1.0) -> float:
+    """Return ``value`` as a float after checking it lies in [low, high]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    if not (low <= float(value) <= high):
+        raise ValueError(f"{name} must be between {low} and {high}, got {value}")
+    return float(value)
