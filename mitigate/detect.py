@@ -42,6 +42,10 @@ DEFAULT_RELATIVE_ACS_THRESHOLD = 6.5
 # three. See docs/scores.md.
 MIN_PULLED_CLASSES = 2
 MIN_PULLED_SHARE = 0.05
+# A cluster whose members are mostly misclassified counts as wrong even when
+# the rest of the model is no better: in a collapsed model every region is
+# poor, so the gap to the rows outside the cluster cannot show the attractor.
+MAX_WRONG_ACCURACY = 0.5
 
 # Largest absolute values that the euclidean path uses as they are. Squares of
 # values outside this range come near the float32 limits (about 1e-38 and 3e38).
@@ -104,7 +108,8 @@ class AttractorDetector:
     - funnelled: prediction concentration ``>= concentration_threshold``
       (needs predictions);
     - wrong: member accuracy at most ``accuracy outside the cluster -
-      accuracy_gap`` (needs labels and predictions);
+      accuracy_gap``, or below ``MAX_WRONG_ACCURACY`` (needs labels and
+      predictions);
     - pulls several classes: at least ``MIN_PULLED_CLASSES`` classes other
       than the top prediction each make up ``MIN_PULLED_SHARE`` of the
       members and are given the top prediction (needs labels and
@@ -710,8 +715,9 @@ class AttractorDetector:
             reference = self._accuracy_outside(cluster)
             checks.append((
                 "wrong",
-                cluster.accuracy <= reference - self.accuracy_gap,
-                f"accuracy {cluster.accuracy:.2f} vs {reference:.2f} outside the cluster",
+                cluster.accuracy <= reference - self.accuracy_gap or cluster.accuracy < MAX_WRONG_ACCURACY,
+                f"accuracy {cluster.accuracy:.2f} vs {reference:.2f} outside the cluster "
+                f"(wrong below {MAX_WRONG_ACCURACY} whatever the rest)",
             ))
         cluster.flagged = all(ok for _, ok, _ in checks)
         cluster.flag_reasons = [f"{name}: {'yes' if ok else 'no'} ({detail})"
