@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import platform
+import sys
 from importlib import metadata
 from pathlib import Path
 
@@ -18,17 +20,20 @@ from mitigate.constants import NOISE_LABEL
 
 logger = logging.getLogger(__name__)
 
-LIBRARIES = ("torch", "numpy", "scikit-learn", "hdbscan", "umap-learn", "accelerate", "datasets",
-             "safetensors", "transformers")
+LIBRARIES = ("torch", "numpy", "scikit-learn", "hdbscan", "umap-learn", "numba", "accelerate",
+             "datasets", "pyarrow", "safetensors", "transformers")
 # An attractor after retraining is "the same" as one before when at least this
 # share of its members were members before.
 SAME_ATTRACTOR_OVERLAP = 0.5
 
 
 def environment_info() -> dict:
-    """Return Python, platform, thread count and library versions for the report."""
-    import torch
+    """Return Python, platform, thread count and library versions for the report.
 
+    The thread count is torch's intra-op thread count when torch is loaded
+    (training and extraction), else numba's (UMAP's parallel code), else the
+    number of CPUs. A detection without a model therefore does not load torch.
+    """
     versions = {}
     for name in LIBRARIES:
         try:
@@ -38,13 +43,29 @@ def environment_info() -> dict:
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "threads": int(torch.get_num_threads()),
+        "threads": _thread_count(),
         "libraries": versions,
     }
 
 
-def new_audit(recipe, data, baseline_info: dict, environment: dict) -> dict:
-    """Start the audit dict with the fields known before retraining."""
+def _thread_count() -> int:
+    if "torch" in sys.modules:
+        return int(sys.modules["torch"].get_num_threads())
+    if "numba" in sys.modules:
+        return int(sys.modules["numba"].get_num_threads())
+    return os.cpu_count() or 1
+
+
+def new_audit(recipe, data, baseline_info: dict, environment: dict, *,
+              n_inputs: tuple[int, int] | None = None) -> dict:
+    """Start the audit dict with the fields known before retraining.
+
+    ``n_inputs`` is ``(n_train, n_audit)`` for data without image arrays
+    (text); by default the counts come from ``data.train_images`` and
+    ``data.audit_images``.
+    """
+    if n_inputs is None:
+        n_inputs = (data.train_images.shape[0], data.audit_images.shape[0])
     return {
         "schema_version": "1.0",
         "tool": {"name": "mitigate", "version": __version__},
@@ -54,8 +75,8 @@ def new_audit(recipe, data, baseline_info: dict, environment: dict) -> dict:
                    "settings": recipe.settings},
         "data": {
             "source": data.splits.source,
-            "n_train": int(data.train_images.shape[0]),
-            "n_audit": int(data.audit_images.shape[0]),
+            "n_train": int(n_inputs[0]),
+            "n_audit": int(n_inputs[1]),
             "class_names": [str(name) for name in data.splits.class_names],
         },
         "model": {
@@ -232,6 +253,9 @@ def _summary(record: dict, names) -> str:
     if probe and probe.get("box"):
         text += (f" Filling the region {probe['box']} moves {_pct(probe['exit_rate'])} of members out; "
                  f"pasting it moves {_pct(probe['entry_rate'])} of other inputs in.")
+    elif probe and probe.get("token"):
+        text += (f" Deleting the word {probe['token']!r} moves {_pct(probe['exit_rate'])} of members out; "
+                 f"inserting it moves {_pct(probe['entry_rate'])} of other inputs in.")
     text += f" Cause: {record['cause'].replace('_', ' ')}."
     if record["remedy"]:
         text += f" Remedy: {record['remedy'].replace('_', ' ')}."
@@ -241,13 +265,23 @@ def _summary(record: dict, names) -> str:
     return text
 
 
-def write_report(out_dir: Path, audit: dict, before, after, findings, data) -> None:
-    """Validate the audit and write report.json, report.html and report.md atomically."""
+def write_report(out_dir: Path, audit: dict, before, after, findings, data, *,
+                 text_arrays: dict | None = None) -> None:
+    """Validate the audit and write report.json, report.html and report.md atomically.
+
+    Under ``accelerate launch`` only the main process writes.
+
+    ``text_arrays`` holds ``member_texts`` and ``highlight_tokens`` (one list
+    of str per attractor) for a text model; they replace the image figures.
+    """
+    from mitigate.extract import is_main_process
     from mitigate.files import write_json, write_text
     from mitigate.report import render_html, render_markdown, validate_report
 
+    if not is_main_process():
+        return
     validate_report(audit)
-    arrays = _figure_arrays(before, after, findings, data)
+    arrays = _figure_arrays(before, after, findings, data, text_arrays)
     html = render_html(audit, arrays)
     markdown = render_markdown(audit)
     # report.json goes last: its presence marks a finished run.
@@ -255,9 +289,56 @@ def write_report(out_dir: Path, audit: dict, before, after, findings, data) -> N
     write_text(out_dir / "report.md", markdown)
     write_json(out_dir / "report.json", audit)
     logger.info("wrote %s (verdict: %s)", out_dir / "report.html", audit["verdict"])
+    log_scores_to_tracker(audit, out_dir / "tracking")
 
 
-def _figure_arrays(before, after, findings, data) -> dict:
+def tracked_scores(audit: dict) -> dict:
+    """Return the audit's before/after scores as flat tracker values, leaving out nulls.
+
+    Keys are ``audit/accuracy_before``, ``audit/worst_group_accuracy_after``,
+    ``audit/A<id>/member_acs_before`` and the like, plus the verdict as text
+    under ``audit/verdict``.
+    """
+    values = {"audit/verdict": audit["verdict"], "audit/n_attractors": len(audit["attractors"])}
+    for side in ("before", "after"):
+        snapshot = audit.get(side)
+        if snapshot:
+            values[f"audit/accuracy_{side}"] = snapshot["accuracy"]
+            values[f"audit/worst_group_accuracy_{side}"] = snapshot["worst_group_accuracy"]
+    for attractor in audit["attractors"]:
+        prefix = f"audit/A{attractor['id']}"
+        values[f"{prefix}/member_acs_before"] = attractor["acs_before"]
+        values[f"{prefix}/member_acs_after"] = attractor["acs_after"]
+        values[f"{prefix}/member_accuracy_before"] = attractor["accuracy_before"]
+        values[f"{prefix}/member_accuracy_after"] = attractor["accuracy_after"]
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def log_scores_to_tracker(audit: dict, project_dir: Path) -> None:
+    """Send the scores of a ``run`` audit to the tracker named by the recipe's [train] log_with.
+
+    Training losses go to the same tracker run ("mitigate" under
+    ``project_dir``), so the two show up side by side. Nothing is logged
+    for detection-only audits or when log_with is "none".
+    """
+    recipe = audit.get("recipe") or {}
+    log_with = recipe.get("settings", {}).get("train", {}).get("log_with", "none")
+    if audit["kind"] != "run" or log_with in (None, "none"):
+        return
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration
+
+    # No mixed_precision argument: the process-wide Accelerate state of an
+    # earlier training run is reused as it is.
+    project = ProjectConfiguration(project_dir=str(project_dir))
+    accelerator = Accelerator(log_with=log_with, project_config=project)
+    accelerator.init_trackers("mitigate")
+    accelerator.log(tracked_scores(audit), step=0)
+    accelerator.end_training()
+    logger.info("logged the audit scores to %s under %s", log_with, project_dir)
+
+
+def _figure_arrays(before, after, findings, data, text_arrays=None) -> dict:
     arrays = {
         "coords_before": before["detector"].coords_,
         "clusters_before": before["detector"].labels_,
@@ -266,7 +347,9 @@ def _figure_arrays(before, after, findings, data) -> dict:
         "clusters_after": after["detector"].labels_ if after else None,
         "attractor_masks": [f.mask for f in findings],
     }
-    if findings:
+    if text_arrays is not None:
+        arrays.update(text_arrays)
+    elif findings:
         images = data.audit_images
         arrays["member_images"] = [images[np.flatnonzero(f.mask)[:24], 0] for f in findings]
         arrays["attribution_maps"] = [f.probe.attribution if f.probe else None for f in findings]

@@ -29,6 +29,33 @@ METRICS = ("euclidean", "cosine")
 # meaningful, so clustering runs on the (PCA-reduced) embeddings directly.
 SMALL_SAMPLE_ROWS = 64
 
+# Without labels, a cluster counts as standing out when its ACS is at least
+# this many times the median ACS of the other clusters. Its members then sit
+# about 2.5 times closer together (root-mean-square distance) than those of a
+# typical cluster. See docs/scores.md for how the value was chosen.
+DEFAULT_RELATIVE_ACS_THRESHOLD = 6.5
+
+# A flagged cluster must pull at least MIN_PULLED_CLASSES classes, other than
+# its top prediction, into that prediction, each with at least MIN_PULLED_SHARE
+# of the members. Two confusable classes meeting at a decision boundary pull
+# one class; every planted attractor in benchmarks/detection.py pulls at least
+# three. See docs/scores.md.
+MIN_PULLED_CLASSES = 2
+MIN_PULLED_SHARE = 0.05
+# A cluster whose members are mostly misclassified counts as wrong even when
+# the rest of the model is no better: in a collapsed model every region is
+# poor, so the gap to the rows outside the cluster cannot show the attractor.
+MAX_WRONG_ACCURACY = 0.5
+
+# Largest absolute values that the euclidean path uses as they are. Squares of
+# values outside this range come near the float32 limits (about 1e-38 and 3e38).
+SAFE_MAGNITUDE = (1e-8, 1e8)
+
+# HDBSCAN merges clusters that split at a distance below this fraction of the
+# root-mean-square distance of the clustered points to their centroid, so that
+# rows differing only by rounding noise are not split into separate clusters.
+CLUSTER_EPSILON_FRACTION = 1e-3
+
 
 @dataclass
 class ClusterScores:
@@ -40,6 +67,8 @@ class ClusterScores:
     cluster_ids: list = field(default_factory=list)
     acs: float | None = None
     acs_reason: str | None = None
+    relative_acs: float | None = None
+    relative_acs_reason: str | None = None
     label_entropy: float | None = None
     label_entropy_reason: str | None = None
     top_label: object = None
@@ -55,6 +84,10 @@ class ClusterScores:
     def to_dict(self, ids: np.ndarray | None = None) -> dict:
         """Return a JSON-ready dict; member ids are row indices unless ``ids`` is given."""
         result = asdict(self)
+        # The relative ACS is shown through flag_reasons; the report schema
+        # has no field for it.
+        result.pop("relative_acs")
+        result.pop("relative_acs_reason")
         members = self.members if ids is None else np.asarray(ids)[self.members]
         result["members"] = [_plain(v) for v in members]
         result["top_label"] = _plain(self.top_label)
@@ -74,8 +107,22 @@ class AttractorDetector:
     - mixed: normalised label entropy ``>= entropy_threshold`` (needs labels);
     - funnelled: prediction concentration ``>= concentration_threshold``
       (needs predictions);
-    - wrong: member accuracy at most ``overall accuracy - accuracy_gap``
-      (needs labels and predictions).
+    - wrong: member accuracy at most ``accuracy outside the cluster -
+      accuracy_gap``, or below ``MAX_WRONG_ACCURACY`` (needs labels and
+      predictions);
+    - pulls several classes: at least ``MIN_PULLED_CLASSES`` classes other
+      than the top prediction each make up ``MIN_PULLED_SHARE`` of the
+      members and are given the top prediction (needs labels and
+      predictions). Two confusable classes meeting at a decision boundary
+      are therefore not flagged;
+    - stands out: without labels only, ``relative ACS >=
+      relative_acs_threshold``, see :func:`mitigate.scores.relative_acs`.
+
+    Without labels the plain ACS scores every natural class cluster of a
+    trained model as collapsed, so "collapsed" alone would flag every class.
+    The "stands out" criterion flags only clusters much tighter than the
+    other clusters, and needs at least 3 clusters; with fewer, nothing is
+    flagged and ``relative_acs_reason`` says why.
 
     Parameters
     ----------
@@ -102,6 +149,9 @@ class AttractorDetector:
     acs_threshold : float or None, default=None
         None picks 1.25 for the class-matched ACS (labels given) and 2.0
         for the plain ACS (no labels).
+    relative_acs_threshold : float, default=6.5
+        Without labels, the smallest ratio of a cluster's ACS to the median
+        ACS of the other clusters that flags it.
     entropy_threshold : float, default=0.3
     concentration_threshold : float, default=0.7
     accuracy_gap : float, default=0.2
@@ -112,6 +162,13 @@ class AttractorDetector:
     random_state : int, default=0
         Seed for PCA and UMAP. With a seed, UMAP runs single-threaded, so two
         fits on the same machine give the same clusters.
+    large_n_threshold : int or None, default=50_000
+        Above this many rows, UMAP and HDBSCAN run on a stratified sample of
+        ``sample_size`` rows and every other row is placed by its nearest
+        sample rows; see :mod:`mitigate.scale`. None always uses every row.
+    sample_size : int, default=20_000
+        Target sample size of that path; ``min_cluster_size`` and
+        ``min_samples`` then count sample rows.
 
     Attributes
     ----------
@@ -135,7 +192,9 @@ class AttractorDetector:
     settings_ : dict
         The values actually used, after clamping.
     zero_rows_ : ndarray of int
-        Rows that were all zero under the cosine metric.
+        Rows (indices among the kept rows) that were all zero under the
+        cosine metric. They have no direction, stay at the origin of the
+        normalised space and never take part in a cluster.
     kept_rows_ : ndarray of bool
         False for rows dropped as non-finite.
     """
@@ -151,11 +210,14 @@ class AttractorDetector:
         min_cluster_size: int | None = None,
         min_samples: int | None = None,
         acs_threshold: float | None = None,
+        relative_acs_threshold: float = DEFAULT_RELATIVE_ACS_THRESHOLD,
         entropy_threshold: float = 0.3,
         concentration_threshold: float = 0.7,
         accuracy_gap: float = 0.2,
         nonfinite: str = "raise",
         random_state: int = 0,
+        large_n_threshold: int | None = 50_000,
+        sample_size: int = 20_000,
     ):
         self.n_neighbors = n_neighbors
         self.n_components = n_components
@@ -165,11 +227,14 @@ class AttractorDetector:
         self.min_cluster_size = min_cluster_size
         self.min_samples = min_samples
         self.acs_threshold = acs_threshold
+        self.relative_acs_threshold = relative_acs_threshold
         self.entropy_threshold = entropy_threshold
         self.concentration_threshold = concentration_threshold
         self.accuracy_gap = accuracy_gap
         self.nonfinite = nonfinite
         self.random_state = random_state
+        self.large_n_threshold = large_n_threshold
+        self.sample_size = sample_size
 
     # -- fitting -------------------------------------------------------------
 
@@ -197,6 +262,12 @@ class AttractorDetector:
 
         space = self._prepare_space(x)
         coords, cluster_ids = self._reduce_and_cluster(space)
+        cluster_ids[self.zero_rows_] = NOISE_LABEL
+        self.settings_.update(
+            n_nonfinite_rows_dropped=int(np.sum(~kept)),
+            n_zero_rows=int(self.zero_rows_.size),
+            relative_acs_threshold=self.relative_acs_threshold,
+        )
 
         self.kept_rows_ = kept
         self.labels_ = np.full(n_total, NOISE_LABEL, dtype=np.int64)
@@ -215,7 +286,19 @@ class AttractorDetector:
             )
         self.acs_reference_ = "all rows" if label_codes is None else "class-matched"
         if label_codes is None:
+            warnings.warn(
+                "no labels given: a cluster is flagged only when its ACS is at least "
+                f"{self.relative_acs_threshold} times the median of the other clusters, because "
+                "natural classes also score a high ACS against all rows; an attractor that is "
+                "no tighter than a natural class is missed",
+                UserWarning,
+                stacklevel=2,
+            )
             self.unavailable_scores_["label_entropy"] = "no labels given"
+            self.unavailable_scores_["class-matched ACS"] = (
+                "no labels given: ACS is measured against all rows, and a cluster is flagged "
+                "only when it is much tighter than the other clusters (relative ACS)"
+            )
         if pred_codes is None:
             self.unavailable_scores_["prediction_concentration"] = "no predictions given"
         if label_codes is None or pred_codes is None:
@@ -231,6 +314,9 @@ class AttractorDetector:
             for cluster_id in np.unique(cluster_ids)
             if cluster_id != NOISE_LABEL
         ]
+        for cluster in self.clusters_:
+            self._compare_with_others(cluster)
+            self._flag(cluster)
         self.attractors_ = sorted(self._merge_fragments(targets, cluster_ids), key=_damage, reverse=True)
         logger.info(
             "detection: %d clusters, %d flagged as attractors, %d noise rows",
@@ -283,6 +369,13 @@ class AttractorDetector:
         check_fraction("accuracy_gap", self.accuracy_gap)
         if self.acs_threshold is not None and not self.acs_threshold > 0:
             raise ValueError(f"acs_threshold must be positive, got {self.acs_threshold}")
+        if not self.relative_acs_threshold > 0:
+            raise ValueError(
+                f"relative_acs_threshold must be positive, got {self.relative_acs_threshold}"
+            )
+        if self.large_n_threshold is not None:
+            check_int("large_n_threshold", self.large_n_threshold, minimum=1)
+        check_int("sample_size", self.sample_size, minimum=SMALL_SAMPLE_ROWS)
 
     def _encode_targets(self, labels, predictions, n_total, kept):
         label_codes = label_classes = pred_codes = pred_classes = None
@@ -299,13 +392,15 @@ class AttractorDetector:
         self.zero_rows_ = np.array([], dtype=np.int64)
         self._pca = None
         if self.metric == "cosine":
-            norms = np.linalg.norm(x, axis=1)
-            zero = norms == 0
+            # Compared exactly: a norm computed in float32 underflows to 0
+            # for rows of values around 1e-23 that still have a direction.
+            zero = ~x.any(axis=1)
             if zero.any():
                 self.zero_rows_ = np.flatnonzero(zero)
                 warnings.warn(
                     f"{zero.sum()} all-zero row(s) have no direction under the cosine metric "
-                    f"(rows {self.zero_rows_[:10].tolist()}); they stay at the origin",
+                    f"(rows {self.zero_rows_[:10].tolist()}); they stay at the origin and are "
+                    "left out of every cluster",
                     UserWarning,
                     stacklevel=3,
                 )
@@ -317,8 +412,15 @@ class AttractorDetector:
     def _transform_space(self, x: np.ndarray, fit: bool = False) -> np.ndarray:
         x = np.asarray(x, dtype=np.float32)
         if self.metric == "cosine":
-            norms = np.linalg.norm(x, axis=1, keepdims=True)
-            x = np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+            x = _unit_rows(x)
+        else:
+            # Embeddings of extreme magnitude are divided by one power of two,
+            # which keeps every distance in proportion, so that their squares
+            # neither overflow nor underflow in PCA and UMAP.
+            if fit:
+                self._scale = _magnitude_scale(x)
+            if self._scale != 1.0:
+                x = x / np.float32(self._scale)
         if fit:
             if self.pca_dims is not None and x.shape[1] > self.pca_dims and x.shape[0] > self.pca_dims:
                 from sklearn.decomposition import PCA
@@ -345,6 +447,18 @@ class AttractorDetector:
             "random_state": self.random_state,
         }
 
+        if self.large_n_threshold is not None and n_rows > self.large_n_threshold \
+                and n_unique >= SMALL_SAMPLE_ROWS:
+            from mitigate.scale import cluster_by_sample
+
+            sampled = cluster_by_sample(
+                space, cluster=self._hdbscan, sample_size=self.sample_size,
+                n_neighbors=self.n_neighbors, n_components=self.n_components,
+                min_dist=self.min_dist, random_state=self.random_state,
+            )
+            self.settings_.update(sampled.settings)
+            return sampled.coords, _unify_duplicates(sampled.cluster_ids, inverse)
+
         if n_unique < SMALL_SAMPLE_ROWS or n_unique <= self.n_components + 1:
             coords = self._small_sample_coords(space)
             self.settings_["reducer"] = "pca (small-sample path: too few distinct rows for UMAP)"
@@ -358,7 +472,10 @@ class AttractorDetector:
         return coords.astype(np.float32), _unify_duplicates(cluster_ids, inverse)
 
     def _umap(self, unique_rows: np.ndarray) -> np.ndarray:
-        import umap
+        with warnings.catch_warnings():
+            # umap-learn notes on import that its optional TensorFlow part is missing.
+            warnings.filterwarnings("ignore", message="Tensorflow not installed")
+            import umap
 
         n_neighbors = self.n_neighbors
         if n_neighbors >= unique_rows.shape[0]:
@@ -381,14 +498,20 @@ class AttractorDetector:
             warnings.filterwarnings("ignore", message=".*n_jobs.*overridden.*")
             # Separate clusters make a disconnected graph; UMAP handles it.
             warnings.filterwarnings("ignore", message="Graph is not fully connected")
-            reducer = umap.UMAP(
-                n_neighbors=n_neighbors,
-                n_components=self.n_components,
-                min_dist=self.min_dist,
-                random_state=self.random_state,
-                init="spectral" if unique_rows.shape[0] > self.n_components + 2 else "random",
-            )
+            settings = dict(n_neighbors=n_neighbors, n_components=self.n_components,
+                            min_dist=self.min_dist, random_state=self.random_state)
+            init = "spectral" if unique_rows.shape[0] > self.n_components + 2 else "random"
+            reducer = umap.UMAP(**settings, init=init)
             coords = reducer.fit_transform(unique_rows)
+
+            # umap-learn 0.5 places more than 2 * n_components separate parts
+            # of the neighbour graph with a spectral embedding of their
+            # centroids that differs from run to run when the parts are far
+            # apart. A deterministic start keeps such layouts repeatable.
+            init = _components_init(reducer.graph_, unique_rows, self.n_components)
+            if init is not None:
+                self.settings_["umap_init"] = "per-component PCA (the neighbour graph is disconnected)"
+                coords = umap.UMAP(**settings, init=init).fit_transform(unique_rows)
         if not np.isfinite(coords).all():
             raise RuntimeError("UMAP returned non-finite coordinates; try metric='euclidean' or pca_dims")
         return coords
@@ -403,8 +526,6 @@ class AttractorDetector:
         return coords
 
     def _hdbscan(self, cluster_space: np.ndarray) -> np.ndarray:
-        import hdbscan
-
         n_rows = cluster_space.shape[0]
         requested = self.min_cluster_size
         size = requested if requested is not None else max(15, n_rows // 50)
@@ -419,15 +540,28 @@ class AttractorDetector:
                 )
             size = clamped
         min_samples = self.min_samples if self.min_samples is not None else size
-        min_samples = min(min_samples, n_rows - 1)
-        self.settings_.update(min_cluster_size=int(size), min_samples=int(min_samples))
+        if min_samples > n_rows - 1:
+            if self.min_samples is not None:
+                warnings.warn(
+                    f"min_samples={self.min_samples} is not below the {n_rows} rows; "
+                    f"using min_samples={n_rows - 1}",
+                    UserWarning,
+                    stacklevel=4,
+                )
+            min_samples = n_rows - 1
 
-        clusterer = hdbscan.HDBSCAN(
-            min_cluster_size=size,
-            min_samples=min_samples,
-            allow_single_cluster=True,
-        )
-        return clusterer.fit_predict(np.asarray(cluster_space, dtype=np.float64)).astype(np.int64)
+        points = np.asarray(cluster_space, dtype=np.float64)
+        epsilon = CLUSTER_EPSILON_FRACTION * np.sqrt(scores.total_variance(points))
+        self.settings_.update(min_cluster_size=int(size), min_samples=int(min_samples),
+                              cluster_selection_epsilon=float(epsilon))
+        cluster_ids = _run_hdbscan(points, size=size, min_samples=min_samples, epsilon=epsilon)
+        if epsilon > 0 and np.all(cluster_ids == NOISE_LABEL):
+            # hdbscan 0.8 marks every row as noise when the epsilon merge selects
+            # the root cluster (scikit-learn-contrib/hdbscan issue 417), so the
+            # clustering without the merge is used instead.
+            cluster_ids = _run_hdbscan(points, size=size, min_samples=min_samples, epsilon=0.0)
+            self.settings_["cluster_selection_epsilon"] = 0.0
+        return cluster_ids
 
     def _score_rows(self, rows, ids, x, label_codes, label_classes, pred_codes, pred_classes
                     ) -> ClusterScores:
@@ -458,36 +592,115 @@ class AttractorDetector:
             result.accuracy_reason = "needs both labels and predictions"
         if label_codes is None:
             result.label_entropy_reason = "no labels given"
-        self._flag(result)
         return result
 
     def _merge_fragments(self, targets, cluster_ids) -> list:
-        """Merge flagged clusters that funnel into the same prediction.
+        """Check that flagged clusters pull several classes, then merge fragments of one attractor.
 
-        HDBSCAN can split one attractor into several dense fragments (for
-        example one per captured class). Flagged clusters with the same top
-        prediction are scored again as one member set; the union replaces
-        them when it is still flagged, else they stay separate.
+        First, every flagged cluster must pass the "pulls several classes"
+        check (:meth:`_check_pulled`), which needs the labels and predictions
+        in ``targets``.
+
+        Then fragments are merged. HDBSCAN can split one attractor into
+        several dense fragments, for example one per captured class. A
+        fragment of a single class is not mixed on its own although the
+        attractor is, so the candidates for a merge are the flagged clusters
+        and the clusters that fail only the "mixed" check, grouped by top
+        prediction. Each group that contains a flagged cluster is scored again
+        as one member set, and the union replaces its parts when it is still
+        flagged. Otherwise the flagged clusters alone are tried as a union,
+        and failing that they stay separate.
         """
-        flagged = [c for c in self.clusters_ if c.flagged]
+        label_codes, pred_codes = targets[1], targets[3]
+        for cluster in self.clusters_:
+            if cluster.flagged:
+                self._check_pulled(cluster, label_codes, pred_codes)
+
         groups: dict = {}
-        for cluster in flagged:
-            key = cluster.top_prediction if cluster.top_prediction is not None else cluster.cluster_id
-            groups.setdefault(key, []).append(cluster)
+        for cluster in self.clusters_:
+            if cluster.flagged or _fails_only(cluster, "mixed"):
+                key = cluster.top_prediction if cluster.top_prediction is not None else cluster.cluster_id
+                groups.setdefault(key, []).append(cluster)
         result = []
         for members in groups.values():
-            if len(members) == 1:
-                result.extend(members)
+            flagged = [c for c in members if c.flagged]
+            if not flagged:
                 continue
-            ids = sorted(i for c in members for i in c.cluster_ids)
-            rows = np.flatnonzero(np.isin(cluster_ids, ids))
-            merged = self._score_rows(rows, ids, *targets)
-            result.extend([merged] if merged.flagged else members)
+            for candidate in (members, flagged):
+                if len(candidate) == 1:
+                    result.extend(candidate)
+                    break
+                merged = self._score_union(candidate, targets, cluster_ids)
+                if merged.flagged:
+                    result.append(merged)
+                    break
+            else:
+                result.extend(flagged)
         return result
+
+    def _score_union(self, clusters: list, targets, cluster_ids) -> ClusterScores:
+        """Score and flag the union of ``clusters`` as one member set."""
+        ids = sorted(i for c in clusters for i in c.cluster_ids)
+        rows = np.flatnonzero(np.isin(cluster_ids, ids))
+        merged = self._score_rows(rows, ids, *targets)
+        self._compare_with_others(merged)
+        self._flag(merged)
+        if merged.flagged:
+            self._check_pulled(merged, targets[1], targets[3])
+        return merged
+
+    def _check_pulled(self, cluster: ClusterScores, label_codes, pred_codes) -> None:
+        """Unflag a cluster that pulls fewer than ``MIN_PULLED_CLASSES`` classes into its output.
+
+        A class is pulled when at least ``MIN_PULLED_SHARE`` of the members
+        belong to it and are given the top prediction, which is not their
+        class. Two confusable classes (a shirt that looks like a T-shirt) meet
+        at a decision boundary, where a cluster may be mixed, funnelled and
+        wrong. An attractor draws inputs of several classes into one output.
+        Needs labels and predictions; without them the check is skipped.
+        """
+        if label_codes is None or pred_codes is None:
+            return
+        position = {row: i for i, row in enumerate(self._kept_index)}
+        rows = np.array([position[m] for m in cluster.members], dtype=np.int64)
+        top = np.bincount(pred_codes[rows]).argmax()
+        wrong = label_codes[rows][pred_codes[rows] == top]
+        counts = np.bincount(wrong, minlength=top + 1)
+        counts[top] = 0
+        pulled = int(np.sum(counts >= MIN_PULLED_SHARE * rows.size))
+        ok = pulled >= MIN_PULLED_CLASSES
+        cluster.flagged = cluster.flagged and ok
+        cluster.flag_reasons.append(
+            f"pulls several classes: {'yes' if ok else 'no'} ({pulled} class(es) other than the "
+            f"output with at least {MIN_PULLED_SHARE:.0%} of members each, vs {MIN_PULLED_CLASSES})"
+        )
+
+    def _accuracy_outside(self, cluster: ClusterScores) -> float:
+        """Return the accuracy on the rows outside ``cluster`` (the overall accuracy if none)."""
+        n_rows = self.embeddings_.shape[0]
+        if cluster.size >= n_rows:
+            return self.overall_accuracy_
+        correct = self.overall_accuracy_ * n_rows - cluster.accuracy * cluster.size
+        return float(correct / (n_rows - cluster.size))
+
+    def _compare_with_others(self, cluster: ClusterScores) -> None:
+        """Set the relative ACS of ``cluster`` against every cluster it does not contain."""
+        others = [c.acs for c in self.clusters_ if not set(c.cluster_ids) & set(cluster.cluster_ids)]
+        cluster.relative_acs, cluster.relative_acs_reason = scores.relative_acs_or_reason(
+            cluster.acs, others
+        )
 
     def _flag(self, cluster: ClusterScores) -> None:
         checks = [("collapsed", cluster.acs is not None and cluster.acs >= self.acs_threshold_,
                    f"ACS {_fmt(cluster.acs)} vs threshold {self.acs_threshold_}")]
+        if self.acs_reference_ == "all rows":
+            if cluster.relative_acs is None:
+                detail = f"relative ACS not defined: {cluster.relative_acs_reason}"
+            else:
+                detail = (f"ACS {cluster.relative_acs:.1f} times the median of the other clusters "
+                          f"vs {self.relative_acs_threshold}")
+            checks.append(("stands out", cluster.relative_acs is not None
+                           and cluster.relative_acs >= self.relative_acs_threshold, detail))
         if cluster.label_entropy is not None:
             checks.append(("mixed", cluster.label_entropy >= self.entropy_threshold,
                            f"label entropy {cluster.label_entropy:.2f} vs {self.entropy_threshold}"))
@@ -499,10 +712,12 @@ class AttractorDetector:
                 f"vs {self.concentration_threshold:.0%}",
             ))
         if cluster.accuracy is not None:
+            reference = self._accuracy_outside(cluster)
             checks.append((
                 "wrong",
-                cluster.accuracy <= self.overall_accuracy_ - self.accuracy_gap,
-                f"accuracy {cluster.accuracy:.2f} vs overall {self.overall_accuracy_:.2f}",
+                cluster.accuracy <= reference - self.accuracy_gap or cluster.accuracy < MAX_WRONG_ACCURACY,
+                f"accuracy {cluster.accuracy:.2f} vs {reference:.2f} outside the cluster "
+                f"(wrong below {MAX_WRONG_ACCURACY} whatever the rest)",
             ))
         cluster.flagged = all(ok for _, ok, _ in checks)
         cluster.flag_reasons = [f"{name}: {'yes' if ok else 'no'} ({detail})"
@@ -513,11 +728,95 @@ class AttractorDetector:
             raise RuntimeError("this AttractorDetector is not fitted yet; call fit(embeddings) first")
 
 
+def _fails_only(cluster: ClusterScores, name: str) -> bool:
+    """Return True when ``name`` is the only flagging check that ``cluster`` failed."""
+    failed = [reason.split(":", 1)[0] for reason in cluster.flag_reasons if ": no (" in reason]
+    return failed == [name]
+
+
 def _damage(cluster: ClusterScores) -> float:
     """Rank attractors by how many members they get wrong, else by size and ACS."""
     if cluster.accuracy is not None:
         return cluster.size * (1.0 - cluster.accuracy)
     return cluster.size * (cluster.acs or 0.0)
+
+
+def _components_init(graph, rows: np.ndarray, n_components: int) -> np.ndarray | None:
+    """Return a deterministic UMAP start for a neighbour graph of many separate parts.
+
+    Returns None when the graph has at most ``2 * n_components`` parts, where
+    umap-learn's own spectral start is repeatable. Otherwise the parts' centroids
+    are placed by their principal components, and each part's rows by their
+    own principal components, shrunk to stay clear of the other parts.
+    """
+    from scipy.sparse.csgraph import connected_components
+
+    n_parts, part_of = connected_components(graph, directed=False)
+    if n_parts <= 2 * n_components:
+        return None
+    rows = np.asarray(rows, dtype=np.float64)
+    centroids = np.stack([rows[part_of == part].mean(axis=0) for part in range(n_parts)])
+    layout = _principal_coords(centroids, n_components)
+    layout /= max(np.abs(layout).max(), 1e-12)
+    gaps = np.linalg.norm(layout[:, None] - layout[None], axis=2)
+    radius = gaps[gaps > 0].min() / 4 if np.any(gaps > 0) else 1.0
+
+    init = np.empty((rows.shape[0], n_components))
+    for part in range(n_parts):
+        local = _principal_coords(rows[part_of == part], n_components)
+        local *= radius / max(np.abs(local).max(), 1e-12)
+        init[part_of == part] = layout[part] + local
+    return init
+
+
+def _principal_coords(x: np.ndarray, n_components: int) -> np.ndarray:
+    """Project centred rows on their first principal axes, zero-padded to n_components columns."""
+    centred = x - x.mean(axis=0, keepdims=True)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    coords = centred @ vt[:n_components].T
+    if coords.shape[1] < n_components:
+        coords = np.hstack([coords, np.zeros((coords.shape[0], n_components - coords.shape[1]))])
+    return coords
+
+
+def _run_hdbscan(points: np.ndarray, *, size: int, min_samples: int, epsilon: float) -> np.ndarray:
+    import hdbscan
+
+    clusterer = hdbscan.HDBSCAN(
+        min_cluster_size=int(size),
+        min_samples=int(min_samples),
+        cluster_selection_epsilon=float(epsilon),
+        allow_single_cluster=True,
+    )
+    return clusterer.fit_predict(points).astype(np.int64)
+
+
+def _magnitude_scale(x: np.ndarray) -> float:
+    """Return the power of two that brings the largest absolute value of ``x`` near 1.
+
+    Returns 1.0, so that the embeddings stay untouched, when that value is 0 or
+    lies within ``SAFE_MAGNITUDE``. UMAP's layout changes with any change of
+    its input, even a rounding difference, so ordinary embeddings are not
+    rescaled at all.
+    """
+    peak = float(np.max(np.abs(x))) if x.size else 0.0
+    low, high = SAFE_MAGNITUDE
+    if peak == 0.0 or low <= peak <= high:
+        return 1.0
+    return float(2.0 ** np.round(np.log2(peak)))
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    """L2-normalise the rows of ``x``; all-zero rows stay zero.
+
+    Each row is first divided by its largest absolute value, so that the norm
+    neither overflows (values near the float32 maximum) nor underflows (values
+    near the float32 minimum).
+    """
+    peaks = np.max(np.abs(x), axis=1, keepdims=True)
+    x = np.divide(x, peaks, out=np.zeros_like(x), where=peaks > 0)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
 
 
 def _unique_rows(x: np.ndarray):

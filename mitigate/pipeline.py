@@ -118,15 +118,21 @@ def _limit(splits: image_data.ImageSplits, train_limit: int, audit_limit: int):
 
 
 def build_and_train(recipe: Recipe, images, labels, *, weights_path: Path, checkpoint_dir: Path,
-                    n_classes: int, image_size: int, progress: bool, tracker_dir: Path | None):
-    """Train a fresh model, or load it if ``weights_path`` exists from an earlier run."""
+                    n_classes: int, image_size: int, progress: bool, tracker_dir: Path | None,
+                    model_factory=None, regularizer=None, input_transform=None):
+    """Train a model, or load it if ``weights_path`` exists from an earlier run.
+
+    ``model_factory()`` returns the model to train (default: a fresh model
+    from the recipe, seeded by ``[train] seed``). ``regularizer`` and
+    ``input_transform`` are passed to :func:`mitigate.train.train_classifier`.
+    """
     import torch
 
     from mitigate.train import TrainConfig, TrainResult, train_classifier
 
     settings = recipe["train"]
     torch.manual_seed(settings["seed"])
-    model = _build(recipe, n_classes, image_size)
+    model = model_factory() if model_factory else _build(recipe, n_classes, image_size)
     if weights_path.is_file():
         logger.info("reusing trained weights %s", weights_path)
         model.load_state_dict(load_weights(weights_path))
@@ -142,7 +148,9 @@ def build_and_train(recipe: Recipe, images, labels, *, weights_path: Path, check
     started = time.perf_counter()
     result: TrainResult = train_classifier(
         model, images, labels, config, checkpoint_dir=checkpoint_dir, progress=progress,
-        log_with=log_with, project_dir=tracker_dir,
+        log_with=log_with, project_dir=tracker_dir, regularizer=regularizer,
+        embedding_layer=recipe["model"]["layer"] if regularizer else None,
+        input_transform=input_transform,
     )
     info = {
         "history": result.history,
@@ -174,13 +182,13 @@ def _read_train_info(path: Path) -> dict:
     return {"history": [], "precision_used": "unknown", "precision_note": "weights reused", "seconds": 0.0}
 
 
-def make_embedder(model, layer: str, pooling: str):
+def make_embedder(model, layer: str, pooling: str, transform=None):
     """Return ``images -> embeddings`` with the model's named layer (no progress bar)."""
     from mitigate.extract import extract_images
 
     def embed(images: np.ndarray) -> np.ndarray:
         return extract_images(model, np.ascontiguousarray(images, dtype=np.float32),
-                              layer=layer, pooling=pooling)[0]
+                              layer=layer, pooling=pooling, transform=transform)[0]
 
     return embed
 

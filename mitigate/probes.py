@@ -345,6 +345,258 @@ def feature_presence(images: np.ndarray, box: tuple, patch: np.ndarray, *, fill:
     return distance < 0.5 * blank
 
 
+@dataclass
+class PatternProbeResult:
+    """Evidence that a fixed additive pattern, possibly spread over the whole image, pulls members in.
+
+    Attributes
+    ----------
+    pattern : ndarray of shape (channels, H, W)
+        The members' mean image minus the class-matched mean image of
+        non-members (see :func:`probe_image_pattern`).
+    spread : float
+        Share of the image covered by the bounding box of the pattern's
+        strong pixels (at least half its largest absolute value), in [0, 1].
+        A localized feature covers a few percent; a noise pattern or
+        watermark over the whole image about 1.
+    exit_rate, entry_rate, control_entry_rate : float
+        As for :class:`ImageProbeResult`, with subtraction and addition of
+        the pattern in place of filling and pasting a region, and the control
+        pattern of :func:`probe_image_pattern`. Each in [0, 1].
+    """
+
+    pattern: np.ndarray
+    spread: float
+    exit_rate: float
+    entry_rate: float
+    control_entry_rate: float
+    n_members_probed: int
+    n_nonmembers_probed: int
+
+    @property
+    def causal(self) -> bool:
+        """True when removing and adding the pattern both move inputs and the rolled control does not."""
+        return (
+            self.exit_rate >= EXIT_RATE
+            and self.entry_rate >= ENTRY_RATE
+            and self.control_entry_rate < CONTROL_LIMIT
+        )
+
+    def to_dict(self) -> dict:
+        """Return a JSON-ready record of the scores (the pattern itself is left out)."""
+        return {
+            "kind": "image_pattern",
+            "spread": float(self.spread),
+            "exit_rate": float(self.exit_rate),
+            "entry_rate": float(self.entry_rate),
+            "control_entry_rate": float(self.control_entry_rate),
+            "n_members_probed": int(self.n_members_probed),
+            "n_nonmembers_probed": int(self.n_nonmembers_probed),
+        }
+
+
+def probe_image_pattern(
+    images: np.ndarray,
+    cluster_ids: np.ndarray,
+    attractor_ids: list,
+    labels: np.ndarray,
+    *,
+    embed: Callable[[np.ndarray], np.ndarray],
+    assign: Callable[[np.ndarray], np.ndarray],
+    max_probe: int = 200,
+    low: float = 0.0,
+    high: float = 1.0,
+    seed: int = 0,
+) -> PatternProbeResult:
+    """Estimate the additive pattern that members share and test it causally.
+
+    Occlusion finds a feature that sits in one region; a fixed noise pattern
+    or watermark spread over the whole image escapes it, because filling one
+    window leaves the rest of the pattern in place. This probe estimates the
+    pattern directly: the members' mean image minus the mean image of the
+    non-members of the same classes, weighted by the members' class shares,
+    so that the garments cancel and what the members share beyond their
+    classes remains.
+
+    - removal: subtract the pattern from probed members (clipped to
+      ``[low, high]``); the *exit rate* is the share that leave the clusters;
+    - addition: add it to probed non-members of the captured classes (those
+      with at least 5% of the members); the *entry rate* is the share that
+      enter;
+    - control: add the pattern rolled by half the image in both axes, with
+      the pattern's own strong pixels zeroed: the same values at other
+      places only. A random noise pattern overlaps a shifted copy of itself
+      on a share of its pixels equal to its density, so without the zeroing
+      the control would partly be the pattern itself. It should move few
+      inputs in when the exact pattern matters.
+
+    Parameters
+    ----------
+    images : ndarray of shape (n, C, H, W)
+    cluster_ids : ndarray of shape (n,)
+        The detector's cluster per row.
+    attractor_ids : list of int
+        The cluster(s) that make up the attractor.
+    labels : ndarray of shape (n,)
+        Classes of the rows (used only to match non-members to members).
+    embed, assign : callable
+        As in :func:`probe_image_cluster`.
+    max_probe : int
+        Most members (and non-members) probed; a seeded sample above that.
+    low, high : float
+        Pixel range that edited images are clipped to.
+    """
+    rng = np.random.default_rng(seed)
+    inside = np.isin(cluster_ids, attractor_ids)
+    member_rows = np.flatnonzero(inside)
+    other_rows = np.flatnonzero(~inside & (cluster_ids != NOISE_LABEL))
+    classes, counts = np.unique(labels[member_rows], return_counts=True)
+    other_rows = other_rows[np.isin(labels[other_rows], classes[counts >= 0.05 * member_rows.size])]
+    pattern = _class_matched_difference(images, labels, member_rows, other_rows)
+
+    members = _sample(member_rows, max_probe, rng)
+    others = _sample(other_rows, max_probe, rng)
+
+    def share_inside(batch):
+        return float(np.mean(np.isin(assign(embed(batch)), attractor_ids))) if len(batch) else 0.0
+
+    exit_rate = 1.0 - share_inside(np.clip(images[members] - pattern, low, high))
+    entry_rate = share_inside(np.clip(images[others] + pattern, low, high))
+    rolled = np.roll(pattern, shift=(pattern.shape[-2] // 2, pattern.shape[-1] // 2), axis=(-2, -1))
+    rolled = np.where(_strong_pixels(pattern), 0.0, rolled)
+    control_rate = share_inside(np.clip(images[others] + rolled, low, high))
+
+    result = PatternProbeResult(
+        pattern=pattern, spread=pattern_spread(pattern), exit_rate=exit_rate, entry_rate=entry_rate,
+        control_entry_rate=control_rate, n_members_probed=int(members.size),
+        n_nonmembers_probed=int(others.size),
+    )
+    logger.info(
+        "pattern probe clusters %s: spread %.2f, exit %.2f, entry %.2f, control %.2f",
+        attractor_ids, result.spread, exit_rate, entry_rate, control_rate,
+    )
+    return result
+
+
+def pattern_spread(pattern: np.ndarray) -> float:
+    """Return the share of the image covered by the bounding box of the pattern's strong pixels.
+
+    Strong pixels have an absolute value of at least half the largest one
+    (over channels). Range [0, 1]; 0 for an all-zero pattern.
+    """
+    strong = _strong_pixels(pattern)
+    if not strong.any():
+        return 0.0
+    rows, cols = np.nonzero(strong)
+    area = (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
+    return float(area / strong.size)
+
+
+def _strong_pixels(pattern: np.ndarray) -> np.ndarray:
+    """Return a bool (H, W) map of pixels whose absolute value is at least half the pattern's largest."""
+    magnitude = np.abs(np.asarray(pattern)).reshape(-1, *pattern.shape[-2:]).max(axis=0)
+    peak = magnitude.max()
+    if peak <= 0:
+        return np.zeros(magnitude.shape, dtype=bool)
+    return magnitude >= 0.5 * peak
+
+
+def _class_matched_difference(images, labels, member_rows, other_rows) -> np.ndarray:
+    """Members' mean image minus the non-members' class means mixed in the members' class shares."""
+    member_mean = images[member_rows].mean(axis=0)
+    classes, counts = np.unique(labels[member_rows], return_counts=True)
+    reference = np.zeros_like(member_mean)
+    weight_used = 0.0
+    for cls, count in zip(classes, counts):
+        rows = other_rows[labels[other_rows] == cls]
+        if rows.size:
+            reference += count * images[rows].mean(axis=0)
+            weight_used += count
+    if weight_used == 0:
+        return np.zeros_like(member_mean)
+    return member_mean - reference / weight_used
+
+
+@dataclass
+class RegionLabelEvidence:
+    """How much the pixels of one region alone say about the training labels.
+
+    Attributes
+    ----------
+    accuracy : float
+        Held-out accuracy, on training images, of a nearest-class-mean
+        classifier that sees only the region's pixels. In [0, 1].
+    majority_rate : float
+        Accuracy of always predicting the most common training class, the
+        floor that ``accuracy`` is compared with.
+    member_agreement : float
+        Share of the attractor's members for which the region-only
+        classifier predicts the attractor's top prediction, in [0, 1]: how
+        far the model's output on them follows the region.
+    """
+
+    accuracy: float
+    majority_rate: float
+    member_agreement: float
+
+
+def region_label_evidence(
+    train_images: np.ndarray,
+    train_labels: np.ndarray,
+    box: tuple,
+    member_images: np.ndarray,
+    top_prediction: int,
+    *,
+    max_rows: int = 5000,
+    seed: int = 0,
+) -> RegionLabelEvidence:
+    """Measure whether a region's pixels predict the training labels on their own.
+
+    A nearest-class-mean classifier on the pixels inside ``box`` is fitted on
+    half of a seeded sample of at most ``max_rows`` training images and
+    scored on the other half. A region that holds a label code (an easy
+    feature that gives the label for most training images) scores near 1; a
+    feature tied to one class scores little above the majority rate, because
+    it says nothing about the other classes.
+
+    Parameters
+    ----------
+    train_images : ndarray of shape (n_train, C, H, W)
+    train_labels : ndarray of shape (n_train,) of int
+    box : tuple of int
+        ``(top, left, height, width)`` in pixels.
+    member_images : ndarray of shape (n_members, C, H, W)
+        The attractor's members, for ``member_agreement``.
+    top_prediction : int
+        The class the model gives most members.
+    """
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(train_labels)
+    rows = _sample(np.arange(labels.shape[0]), max_rows, rng)
+    rows = rng.permutation(rows)
+    half = rows.size // 2
+    fit_rows, test_rows = rows[:half], rows[half:]
+
+    def region(batch):
+        top, left, height, width = box
+        return batch[..., top:top + height, left:left + width].reshape(batch.shape[0], -1).astype(np.float64)
+
+    classes = np.unique(labels[fit_rows])
+    means = np.stack([region(train_images[fit_rows[labels[fit_rows] == c]]).mean(axis=0) for c in classes])
+
+    def predict(batch):
+        features = region(batch)
+        distances = (features ** 2).sum(axis=1, keepdims=True) - 2 * features @ means.T + (means ** 2).sum(axis=1)
+        return classes[np.argmin(distances, axis=1)]
+
+    counts = np.bincount(labels[test_rows])
+    return RegionLabelEvidence(
+        accuracy=float(np.mean(predict(train_images[test_rows]) == labels[test_rows])),
+        majority_rate=float(counts.max() / counts.sum()),
+        member_agreement=float(np.mean(predict(member_images) == top_prediction)) if len(member_images) else 0.0,
+    )
+
+
 def _sample(rows: np.ndarray, limit: int, rng) -> np.ndarray:
     if rows.size <= limit:
         return rows

@@ -34,7 +34,11 @@ REMEDY_TABLE = {
         "takes away the cue",
     ),
 }
-IMPLEMENTED_REMEDIES = ("counterfactual_augmentation",)
+# Remedies that retrain with a loss from the `losses` package added to the
+# cross-entropy, and the other remedies that `mitigate run` can apply.
+REGULARIZER_REMEDIES = ("uniformity_loss", "vicreg_terms", "spectral_decoupling", "collapse_penalty")
+IMPLEMENTED_REMEDIES = ("counterfactual_augmentation", "wider_bottleneck", "artifact_stripping",
+                        *REGULARIZER_REMEDIES)
 
 
 @dataclass
@@ -48,7 +52,7 @@ class RemedyChoice:
 
 def choose_remedy(cause: str, *, forced: str | None = None) -> RemedyChoice:
     """Pick the remedy for ``cause`` from REMEDY_TABLE, or honour ``forced``."""
-    known = sorted({remedy for remedy, _ in REMEDY_TABLE.values()})
+    known = sorted(IMPLEMENTED_REMEDIES)
     if forced is not None and forced != "auto":
         if forced not in known:
             raise ValueError(f"unknown remedy {forced!r}; expected 'auto' or one of {known}")
@@ -96,3 +100,123 @@ def counterfactual_augment_images(
     logger.info("counterfactual augmentation: removed the feature from %d images, pasted it on %d",
                 stats["removed"], stats["pasted"])
     return result, stats
+
+
+def build_regularizer(remedy: str, *, weight: float, warmup_steps: int = 0, train_members=None):
+    """Return ``regularizer(embeddings, logits, labels, step, rows) -> loss`` for a loss remedy.
+
+    Parameters
+    ----------
+    remedy : str
+        One of ``REGULARIZER_REMEDIES``.
+    weight : float
+        Multiplier of the loss term added to the cross-entropy.
+    warmup_steps : int
+        Spectral decoupling only: steps before the penalty applies.
+    train_members : ndarray of bool, shape (n_train,), optional
+        Collapse penalty only: training rows that the detector assigns to the
+        attractor.
+    """
+    import torch
+
+    from losses import CollapsePenalty, CovarianceLoss, SpectralDecouplingLoss, UniformityLoss, VarianceLoss
+
+    if remedy == "uniformity_loss":
+        loss = UniformityLoss()
+        return lambda embeddings, logits, labels, step, rows: weight * loss(embeddings)
+    if remedy == "vicreg_terms":
+        variance, covariance = VarianceLoss(), CovarianceLoss()
+        return lambda embeddings, logits, labels, step, rows: weight * (
+            variance(embeddings) + covariance(embeddings))
+    if remedy == "spectral_decoupling":
+        # The module's own weight is 1 so that the recipe's weight is the only one.
+        loss = SpectralDecouplingLoss(weight=1.0, warmup_steps=warmup_steps)
+        return lambda embeddings, logits, labels, step, rows: weight * loss(logits, step=step)
+    if remedy == "collapse_penalty":
+        if train_members is None:
+            raise ValueError("collapse_penalty needs the training rows assigned to the attractor")
+        penalty = CollapsePenalty()
+        members = torch.from_numpy(np.asarray(train_members, dtype=bool))
+
+        def collapse(embeddings, logits, labels, step, rows):
+            mask = members[torch.from_numpy(rows)].to(embeddings.device)
+            if mask.sum() < 2 or (~mask).sum() < 1:
+                return embeddings.sum() * 0.0
+            return weight * penalty(embeddings, mask)
+        return collapse
+    raise ValueError(f"{remedy!r} is not a loss remedy; expected one of {REGULARIZER_REMEDIES}")
+
+
+@dataclass
+class ArtifactStripper:
+    """A preprocessing transform that removes a located artifact, for training and inference.
+
+    ``kind="mask"`` fills ``box`` with ``fill`` in every image.
+    ``kind="pattern"`` subtracts from every image its projection on a fixed
+    ``pattern`` (shape (C, H, W)) when the projection is positive, which
+    removes an additive watermark or noise pattern of any strength.
+    """
+
+    kind: str
+    box: tuple | None = None
+    fill: float = 0.0
+    pattern: np.ndarray | None = None
+
+    def __call__(self, images):
+        """Apply to a torch tensor or numpy array of shape (n, C, H, W)."""
+        import torch
+
+        is_tensor = isinstance(images, torch.Tensor)
+        array = images.detach().cpu().numpy() if is_tensor else np.asarray(images)
+        if self.kind == "mask":
+            result = fill_box(array, self.box, self.fill)
+        elif self.kind == "pattern":
+            flat_pattern = self.pattern.reshape(-1).astype(np.float32)
+            norm = float(flat_pattern @ flat_pattern)
+            coefficient = np.clip(array.reshape(len(array), -1) @ flat_pattern / max(norm, 1e-12), 0, None)
+            result = array - coefficient[:, None, None, None] * self.pattern[None].astype(np.float32)
+        else:
+            raise ValueError(f"invalid artifact stripper kind {self.kind!r}; expected 'mask' or 'pattern'")
+        result = result.astype(np.float32)
+        return torch.from_numpy(result).to(images.device) if is_tensor else result
+
+    def save(self, path) -> None:
+        """Save next to the model weights as safetensors plus JSON, so inference can reload it."""
+        import json
+
+        import torch
+
+        from mitigate.files import save_weights, write_text
+
+        tensors = {"pattern": torch.from_numpy(np.asarray(self.pattern, dtype=np.float32))} \
+            if self.pattern is not None else {"empty": torch.zeros(1)}
+        save_weights(f"{path}.safetensors", tensors)
+        write_text(f"{path}.json", json.dumps({"kind": self.kind, "box": self.box, "fill": self.fill}))
+
+    @classmethod
+    def load(cls, path) -> "ArtifactStripper":
+        """Load a stripper saved by :meth:`save`."""
+        import json
+        from pathlib import Path
+
+        from mitigate.files import load_weights
+
+        settings = json.loads(Path(f"{path}.json").read_text())
+        tensors = load_weights(f"{path}.safetensors")
+        pattern = tensors["pattern"].numpy() if "pattern" in tensors else None
+        box = tuple(settings["box"]) if settings["box"] is not None else None
+        return cls(kind=settings["kind"], box=box, fill=settings["fill"], pattern=pattern)
+
+
+def derive_stripper(probe, member_images: np.ndarray, other_images: np.ndarray, *,
+                    image_area: int, fill: float = 0.0, localized_area: float = 0.25) -> ArtifactStripper:
+    """Build the stripper from probe evidence: mask a small region, else remove a pattern.
+
+    A located region covering at most ``localized_area`` of the image is
+    masked. A larger one is treated as a diffuse pattern, estimated as the
+    difference between the members' mean image and the other inputs' mean.
+    """
+    if probe is not None and probe.box[2] * probe.box[3] <= localized_area * image_area:
+        return ArtifactStripper(kind="mask", box=tuple(int(v) for v in probe.box), fill=fill)
+    pattern = member_images.mean(axis=0) - other_images.mean(axis=0)
+    return ArtifactStripper(kind="pattern", pattern=pattern.astype(np.float32))

@@ -24,7 +24,7 @@ from mitigate.pipeline import (
     make_embedder,
     prepare_output,
 )
-from mitigate.recipe import Recipe
+from mitigate.recipe import Recipe, RecipeError
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +49,13 @@ def run_recipe(recipe: Recipe, out_dir: Path, *, data_dir: Path | None = None,
     dict
         The audit, as written to ``out_dir / "report.json"``.
     """
+    if recipe["data"]["modality"] == "text":
+        from mitigate.text.run import run_text_recipe
+
+        return run_text_recipe(recipe, out_dir, data_dir=data_dir, restart=restart, progress=progress)
+    if recipe["data"]["dataset"] in ("wordnet", "from_disk"):
+        raise RecipeError(f"[data] dataset = {recipe['data']['dataset']!r} holds texts; "
+                          "set [data] modality = 'text'")
     work = prepare_output(out_dir, recipe, restart=restart)
     data = load_audit_data(recipe, data_dir)
     labels = data.splits.audit_labels
@@ -64,6 +71,7 @@ def run_recipe(recipe: Recipe, out_dir: Path, *, data_dir: Path | None = None,
         image_size=image_size, progress=progress, tracker_dir=out_dir / "tracking",
     )
     before = _audit_model(recipe, baseline, data.audit_images, labels, layer, pooling, progress)
+    _write_model_report(out_dir / "baseline", before, recipe, data, which="baseline")
 
     # Stage 2: probe and diagnose every flagged attractor.
     findings = [
@@ -82,12 +90,23 @@ def run_recipe(recipe: Recipe, out_dir: Path, *, data_dir: Path | None = None,
 
     # Stage 3: the remedy for the strongest attractor, then retraining.
     primary = findings[0]
-    retrained, retrained_info = _remedy_and_retrain(recipe, primary, data, out_dir, work, progress)
+    try:
+        retrained, retrained_info, transform = _remedy_and_retrain(
+            recipe, primary, data, before, out_dir, work, progress)
+    except RemedyNotApplicable as err:
+        audit["attractors"] = [attractor_record(i, f, before, None, labels, data, primary is f, [])
+                               for i, f in enumerate(findings)]
+        audit["verdict"] = "not mitigated"
+        audit["verdict_reasons"] = [f"the remedy could not be applied: {err}"]
+        write_report(out_dir, audit, before, None, findings, data)
+        return audit
     audit["model"]["retrained_weights"] = "retrained/model.safetensors"
     audit["training"]["retrained"] = retrained_info
 
     # Stage 4: verification on the same audit inputs with the same settings.
-    after = _audit_model(recipe, retrained, data.audit_images, labels, layer, pooling, progress)
+    after = _audit_model(recipe, retrained, data.audit_images, labels, layer, pooling, progress,
+                         transform=transform)
+    _write_model_report(out_dir / "retrained", after, recipe, data, which="retrained")
     audit["after"] = cluster_snapshot(after, labels, groups, group_definition)
     checks, new = verification_checks(recipe, before, after, findings, labels, groups)
     audit["verification"] = {"checks": checks, "new_attractors": new}
@@ -103,11 +122,13 @@ def run_recipe(recipe: Recipe, out_dir: Path, *, data_dir: Path | None = None,
     return audit
 
 
-def _audit_model(recipe, model, images, labels, layer, pooling, progress) -> dict:
+def _audit_model(recipe, model, images, labels, layer, pooling, progress, transform=None) -> dict:
     from mitigate.extract import extract_images
 
+    # Under accelerate launch each process extracts its shard; all get every row.
     embeddings, predictions, confidence = extract_images(
-        model, images, layer=layer, pooling=pooling, progress=progress
+        model, images, layer=layer, pooling=pooling, progress=progress, transform=transform,
+        distributed=True,
     )
     detector = make_detector(recipe).fit(embeddings, labels, predictions)
     return {
@@ -116,8 +137,32 @@ def _audit_model(recipe, model, images, labels, layer, pooling, progress) -> dic
         "predictions": predictions,
         "confidence": confidence,
         "detector": detector,
-        "embed": make_embedder(model, layer, pooling),
+        "embed": make_embedder(model, layer, pooling, transform),
     }
+
+
+def _write_model_report(folder: Path, state: dict, recipe, data, *, which: str) -> None:
+    """Write one model's detection-only report, built as by ``mitigate detect``.
+
+    Two such reports of the same audit inputs (``OUT/baseline`` and
+    ``OUT/retrained``) are what ``mitigate report compare`` takes.
+    """
+    from mitigate.detect_command import detect_report, write_detect_report
+    from mitigate.extract import is_main_process
+
+    if not is_main_process():
+        return
+    labels = data.splits.audit_labels
+    audit = detect_report(
+        state["detector"], labels=labels, predictions=state["predictions"],
+        class_names=data.splits.class_names,
+        source=(f"{data.splits.source}: audit split, layer {recipe['model']['layer']!r} of the "
+                f"{which} model ({which}/model.safetensors)"),
+        recipe={"name": recipe.name, "path": str(recipe.path) if recipe.path else None,
+                "settings": recipe.settings},
+        environment=environment_info(),
+    )
+    write_detect_report(folder, audit, state["detector"], label_codes=labels)
 
 
 def _investigate(recipe, cluster, data, before, model) -> Finding:
@@ -160,33 +205,84 @@ def _investigate(recipe, cluster, data, before, model) -> Finding:
     return Finding(cluster, probe, diagnosis, choice, mask)
 
 
-def _remedy_and_retrain(recipe, finding, data, out_dir, work, progress):
-    from mitigate.remedies import IMPLEMENTED_REMEDIES, counterfactual_augment_images
+class RemedyNotApplicable(RuntimeError):
+    """The chosen remedy cannot run on this evidence; the report says why."""
+
+
+def _remedy_and_retrain(recipe, finding, data, before, out_dir, work, progress):
+    """Apply the chosen remedy and retrain; return (model, training info, input transform)."""
+    from mitigate import remedies
 
     remedy = finding.choice.remedy
-    if remedy not in IMPLEMENTED_REMEDIES:
-        raise NotImplementedError(
-            f"remedy {remedy!r} (chosen for cause {finding.diagnosis.cause!r}) is not available "
-            f"yet; available: {', '.join(IMPLEMENTED_REMEDIES)}. Set [remedy] method in the recipe"
-        )
-    if not finding.probe.causal:
-        raise ValueError(
-            "counterfactual augmentation needs a located feature, but the probes found no "
-            "region that moves inputs in and out of the attractor"
-        )
+    if remedy is None:
+        raise RemedyNotApplicable(finding.choice.reason)
     settings = recipe["remedy"]
-    images, stats = counterfactual_augment_images(
-        data.train_images, box=finding.probe.box, patch=finding.probe.patch,
-        paste_rate=float(settings["paste_rate"]), fill=float(recipe["probe"]["fill"]),
-        seed=settings["seed"],
-    )
-    finding.choice.stats = stats
-    return build_and_train(
-        recipe, images, data.splits.train_labels,
+    common = dict(
         weights_path=out_dir / "retrained" / "model.safetensors",
         checkpoint_dir=work / "checkpoint_retrained", n_classes=len(data.splits.class_names),
-        image_size=images.shape[-1], progress=progress, tracker_dir=out_dir / "tracking",
+        image_size=data.train_images.shape[-1], progress=progress, tracker_dir=out_dir / "tracking",
     )
+    images, labels = data.train_images, data.splits.train_labels
+
+    if remedy == "counterfactual_augmentation":
+        if finding.probe is None or not finding.probe.causal:
+            raise RemedyNotApplicable(
+                "counterfactual augmentation needs a located feature, but the probes found no region "
+                "that moves inputs in and out of the attractor"
+            )
+        images, stats = remedies.counterfactual_augment_images(
+            images, box=finding.probe.box, patch=finding.probe.patch,
+            paste_rate=float(settings["paste_rate"]), fill=float(recipe["probe"]["fill"]),
+            seed=settings["seed"],
+        )
+        finding.choice.stats = stats
+        return (*build_and_train(recipe, images, labels, **common), None)
+
+    if remedy in remedies.REGULARIZER_REMEDIES:
+        members = None
+        if remedy == "collapse_penalty":
+            train_embeddings = before["embed"](images)
+            members = np.isin(before["detector"].assign(train_embeddings), finding.cluster.cluster_ids)
+        regularizer = remedies.build_regularizer(
+            remedy, weight=float(settings["weight"]), warmup_steps=settings["warmup_steps"],
+            train_members=members,
+        )
+        return (*build_and_train(recipe, images, labels, regularizer=regularizer, **common), None)
+
+    if remedy == "wider_bottleneck":
+        return (*build_and_train(recipe, images, labels,
+                                 model_factory=lambda: _widened(recipe, before["model"], images), **common),
+                None)
+
+    if remedy == "artifact_stripping":
+        inside = finding.mask
+        stripper = remedies.derive_stripper(
+            finding.probe, data.audit_images[inside], data.audit_images[~inside],
+            image_area=int(np.prod(data.audit_images.shape[-2:])), fill=float(recipe["probe"]["fill"]),
+        )
+        model, info = build_and_train(recipe, images, labels, input_transform=stripper, **common)
+        stripper.save(out_dir / "retrained" / "artifact_stripper")
+        return model, info, stripper
+    raise RemedyNotApplicable(f"remedy {remedy!r} is not implemented for image recipes")
+
+
+def _widened(recipe, baseline, images):
+    """Return a copy of the baseline with its embedding layer widened (Net2Net)."""
+    import copy
+
+    import torch
+
+    from mitigate.widen import layer_width, widen
+
+    model = copy.deepcopy(baseline)
+    layer = recipe["model"]["layer"]
+    example = torch.from_numpy(np.ascontiguousarray(images[:2]))
+    new_width = recipe["remedy"]["widen_to"] or 4 * layer_width(model, layer)
+    info = widen(model, layer, new_width=new_width, example_input=example, noise=0.01,
+                 seed=recipe["remedy"]["seed"])
+    logger.info("widened %s from %d to %d units (consumer %s)",
+                info["layer"], info["old_width"], info["new_width"], info["consumer"])
+    return model
 
 
 def _groups(data, findings, labels):

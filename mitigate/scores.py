@@ -12,16 +12,32 @@ import numpy as np
 
 from mitigate.constants import ACS_FLOOR
 
+# Minimum number of other clusters whose median ACS makes a meaningful
+# comparison in ``relative_acs``.
+MIN_OTHER_CLUSTERS = 2
+
+# Rows per block in total_variance: 16,384 rows of 384 dims are 48 MiB in float64.
+VARIANCE_BLOCK_ROWS = 16_384
+
 
 def total_variance(embeddings: np.ndarray) -> float:
     """Return the trace of the (biased) covariance matrix, in float64.
 
     Equals half the mean squared Euclidean distance over all ordered pairs of
-    rows, including each row paired with itself.
+    rows, including each row paired with itself. Two passes over blocks of
+    ``VARIANCE_BLOCK_ROWS`` rows (the mean, then the centred squares), so a
+    float32 or memory-mapped input is never copied whole into float64.
     """
-    x = np.asarray(embeddings, dtype=np.float64)
-    centered = x - x.mean(axis=0, keepdims=True)
-    return float(np.einsum("ij,ij->", centered, centered) / x.shape[0])
+    x = np.asarray(embeddings)
+    n_rows = x.shape[0]
+    starts = range(0, n_rows, VARIANCE_BLOCK_ROWS)
+    mean = sum(x[start:start + VARIANCE_BLOCK_ROWS].sum(axis=0, dtype=np.float64) for start in starts)
+    mean = mean / n_rows
+    squares = 0.0
+    for start in starts:
+        centered = x[start:start + VARIANCE_BLOCK_ROWS].astype(np.float64) - mean
+        squares += np.einsum("ij,ij->", centered, centered)
+    return float(squares / n_rows)
 
 
 def attractor_collapse_score(
@@ -119,6 +135,52 @@ def acs_or_reason(
         return None, str(err)
 
 
+def relative_acs(acs: float | None, other_acs: list) -> float:
+    """Compare a cluster's ACS with the median ACS of the other clusters.
+
+    ``relative ACS = ACS(S) / median_{C != S} ACS(C)``, all against the same
+    reference set. Because the reference spread cancels, this equals the
+    median spread of the other clusters over the spread of S. Range
+    [0, infinity); 1 means as tight as a typical cluster, higher is worse.
+
+    The plain ACS (no labels) cannot tell an attractor from a natural class,
+    because every class cluster of a trained model is tighter than the whole
+    set. An attractor is also tighter than the other clusters, which is what
+    this ratio measures.
+
+    Parameters
+    ----------
+    acs : float or None
+        ACS of the member set S.
+    other_acs : list of float or None
+        ACS of every other cluster; None entries (ACS not defined) are skipped.
+
+    Raises
+    ------
+    ValueError
+        If ``acs`` is None, or fewer than ``MIN_OTHER_CLUSTERS`` other
+        clusters have an ACS: a median of one value would compare S with a
+        single, arbitrary cluster.
+    """
+    if acs is None:
+        raise ValueError("relative ACS needs the cluster's ACS, which is not defined")
+    others = np.array([value for value in other_acs if value is not None], dtype=np.float64)
+    if others.size < MIN_OTHER_CLUSTERS:
+        raise ValueError(
+            f"relative ACS needs at least {MIN_OTHER_CLUSTERS} other clusters to compare with, "
+            f"got {others.size}"
+        )
+    return float(acs / np.median(others))
+
+
+def relative_acs_or_reason(acs: float | None, other_acs: list) -> tuple[float | None, str | None]:
+    """Return ``(relative_acs, None)``, or ``(None, reason)`` where it is not defined."""
+    try:
+        return relative_acs(acs, other_acs), None
+    except ValueError as err:
+        return None, str(err)
+
+
 def label_entropy(codes: np.ndarray, n_classes: int) -> float:
     """Compute the normalised Shannon entropy of the labels in a member set.
 
@@ -139,7 +201,8 @@ def label_entropy(codes: np.ndarray, n_classes: int) -> float:
         raise ValueError("label entropy needs at least 1 member")
     counts = np.bincount(codes, minlength=n_classes).astype(np.float64)
     p = counts[counts > 0] / counts.sum()
-    return float(-(p * np.log(p)).sum() / np.log(n_classes))
+    # max() turns the -0.0 of a single class into 0.0.
+    return max(0.0, float(-(p * np.log(p)).sum() / np.log(n_classes)))
 
 
 def prediction_concentration(codes: np.ndarray) -> tuple[float, int]:

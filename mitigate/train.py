@@ -124,8 +124,9 @@ def train_classifier(
         Where checkpoints go. If it contains a checkpoint of this run, training
         resumes from it.
     regularizer : callable, optional
-        ``regularizer(embeddings, logits, labels, step) -> scalar tensor`` added
-        to the loss; ``embeddings`` is the output of ``embedding_layer``.
+        ``regularizer(embeddings, logits, labels, step, rows) -> scalar tensor``
+        added to the loss; ``embeddings`` is the output of ``embedding_layer``
+        and ``rows`` the indices of the batch's samples in ``images``.
     input_transform : callable, optional
         Applied to every input batch (for example artifact stripping).
     log_with : str, optional
@@ -170,6 +171,11 @@ def train_classifier(
             progress=progress and accelerator.is_main_process, history=history,
         )
         mean_loss = float(np.mean(losses)) if losses else None
+        if mean_loss is not None and accelerator.num_processes > 1:
+            # Each process has the loss of its share of every batch; the
+            # history records their mean, the same on every process.
+            local = torch.tensor(mean_loss, dtype=torch.float64, device=accelerator.device)
+            mean_loss = float(accelerator.reduce(local, reduction="mean").item())
         history.append({"epoch": epoch, "loss": mean_loss})
         if accelerator.is_main_process:
             logger.info("epoch %d/%d: mean loss %.4f", epoch + 1, config.epochs, mean_loss or float("nan"))
@@ -232,7 +238,7 @@ def _run_epoch(accelerator, model, optimizer, images, labels, order, config, *, 
                 loss = nn.functional.cross_entropy(logits.float(), y)
                 if capture is not None:
                     global_step = epoch * steps_per_epoch + step
-                    loss = loss + regularizer(capture.pop().float(), logits.float(), y, global_step)
+                    loss = loss + regularizer(capture.pop().float(), logits.float(), y, global_step, local)
 
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss)

@@ -12,6 +12,9 @@ import warnings
 import numpy as np
 
 NONFINITE_POLICIES = ("raise", "drop")
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+# Row indices listed in an error message before the rest are only counted.
+MAX_LISTED_ROWS = 10
 
 
 def check_embeddings(
@@ -65,21 +68,32 @@ def check_embeddings(
     if array.shape[1] < 1:
         raise ValueError(f"{name} has shape {array.shape}: it needs at least 1 dimension")
 
+    # Rows beyond the float32 range would turn into infinity below and be
+    # reported as non-finite, which would send the user looking for a NaN.
+    if np.issubdtype(array.dtype, np.floating) and array.dtype.itemsize > 4:
+        with np.errstate(invalid="ignore"):
+            too_large = np.isfinite(array).all(axis=1) & (np.abs(array) > FLOAT32_MAX).any(axis=1)
+        if too_large.any():
+            raise ValueError(
+                f"{name} has values beyond the float32 range (+-{FLOAT32_MAX:.3g}) in "
+                f"{too_large.sum()} row(s): {format_rows(np.flatnonzero(too_large))}; "
+                "divide the embeddings by a common factor first"
+            )
+
     # One conversion for every dtype: float16 and small integers convert exactly.
     array = array.astype(np.float32, copy=False)
     finite_rows = np.isfinite(array).all(axis=1)
     if not finite_rows.all():
         bad = np.flatnonzero(~finite_rows)
-        shown = ", ".join(str(i) for i in bad[:10])
-        more = f" and {bad.size - 10} more" if bad.size > 10 else ""
+        shown = format_rows(bad)
         if nonfinite == "raise":
             raise ValueError(
-                f"{name} contains NaN or infinite values in {bad.size} row(s): {shown}{more}. "
+                f"{name} contains NaN or infinite values in {bad.size} row(s): {shown}. "
                 "Fix the model output, or drop these rows with nonfinite='drop' "
                 "(--drop-nonfinite on the command line)"
             )
         warnings.warn(
-            f"dropped {bad.size} row(s) of {name} with NaN or infinite values: {shown}{more}",
+            f"dropped {bad.size} row(s) of {name} with NaN or infinite values: {shown}",
             UserWarning,
             stacklevel=2,
         )
@@ -97,7 +111,8 @@ def check_labels(values, n_samples: int, *, name: str = "labels"):
     Parameters
     ----------
     values : array-like of shape (n_samples,)
-        Integers or strings.
+        Integers, integer-valued floats, booleans or strings. A missing entry
+        (None or NaN) is rejected with its row index.
     n_samples : int
         Expected length.
     name : str
@@ -109,8 +124,78 @@ def check_labels(values, n_samples: int, *, name: str = "labels"):
         Index of each value in ``classes``.
     classes : ndarray
         Sorted distinct values.
+
+    Raises
+    ------
+    ValueError
+        If the shape or length is wrong, an entry is missing, or the values
+        mix types that cannot be sorted together (for example 1 and "1").
     """
+    array = _as_vector(values, n_samples, name=name)
+    if np.issubdtype(array.dtype, np.floating):
+        missing = ~np.isfinite(array)
+        if missing.any():
+            raise ValueError(
+                f"{name} contains NaN or infinite values in row(s) {format_rows(np.flatnonzero(missing))}; "
+                "every row needs a class"
+            )
+        if not np.all(array == np.round(array)):
+            raise ValueError(f"{name} must be integers or strings, got non-integer floats")
+        array = array.astype(np.int64)
+    try:
+        classes, codes = np.unique(array, return_inverse=True)
+    except TypeError as err:
+        kinds = sorted({type(value).__name__ for value in array.tolist()})
+        raise ValueError(
+            f"{name} mix values of types {kinds} that cannot be sorted together; "
+            "pass one type, for example every class as a string"
+        ) from err
+    return codes.astype(np.int64).ravel(), classes
+
+
+def check_ids(values, n_samples: int, *, name: str = "ids") -> list:
+    """Validate row ids and return them as a list of Python ints or strings.
+
+    Parameters
+    ----------
+    values : array-like of shape (n_samples,)
+        One distinct integer or string per embedding row.
+    n_samples : int
+        Expected length.
+
+    Returns
+    -------
+    list of int or str, of length n_samples
+
+    Raises
+    ------
+    ValueError
+        If the shape or length is wrong, an id is missing, or an id repeats
+        (member ids in the report would then be ambiguous).
+    """
+    array = _as_vector(values, n_samples, name=name)
+    if np.issubdtype(array.dtype, np.floating):
+        if not (np.isfinite(array).all() and np.all(array == np.round(array))):
+            raise ValueError(f"{name} must be integers or strings, got non-integer floats")
+        array = array.astype(np.int64)
+    ids = [value.item() if isinstance(value, np.generic) else value for value in array.tolist()]
+    ids = [value if isinstance(value, int) and not isinstance(value, bool) else str(value)
+           for value in ids]
+    seen: dict = {}
+    for row, value in enumerate(ids):
+        if value in seen:
+            raise ValueError(
+                f"{name} must be distinct, but rows {seen[value]} and {row} share the id {value!r}"
+            )
+        seen[value] = row
+    return ids
+
+
+def _as_vector(values, n_samples: int, *, name: str) -> np.ndarray:
+    """Return ``values`` as a 1-d array of length ``n_samples`` with no None entry."""
     array = np.asarray(values)
+    if array.ndim == 2 and array.shape[1] == 1:
+        array = array[:, 0]
     if array.ndim != 1:
         raise ValueError(f"{name} must have shape ({n_samples},), got shape {array.shape}")
     if array.shape[0] != n_samples:
@@ -118,14 +203,26 @@ def check_labels(values, n_samples: int, *, name: str = "labels"):
             f"{name} has {array.shape[0]} entries but the embeddings have {n_samples} rows; "
             "pass one entry per embedding row, in the same order"
         )
-    if np.issubdtype(array.dtype, np.floating):
-        if not np.isfinite(array).all():
-            raise ValueError(f"{name} contains NaN or infinite values")
-        if not np.all(array == np.round(array)):
-            raise ValueError(f"{name} must be integers or strings, got non-integer floats")
-        array = array.astype(np.int64)
-    classes, codes = np.unique(array, return_inverse=True)
-    return codes.astype(np.int64), classes
+    if array.dtype == object:
+        missing = np.array([value is None or (isinstance(value, float) and not np.isfinite(value))
+                            for value in array], dtype=bool)
+        if missing.any():
+            raise ValueError(
+                f"{name} has missing values in row(s) {format_rows(np.flatnonzero(missing))}; "
+                "every row needs a value"
+            )
+    if not (array.dtype.kind in "biufUSO"):
+        raise ValueError(f"{name} must be integers or strings, got dtype {array.dtype}")
+    return array
+
+
+def format_rows(rows) -> str:
+    """Format row indices for a message: the first ``MAX_LISTED_ROWS`` of them and a count."""
+    rows = np.asarray(rows)
+    shown = ", ".join(str(int(i)) for i in rows[:MAX_LISTED_ROWS])
+    if rows.size > MAX_LISTED_ROWS:
+        shown += f" and {rows.size - MAX_LISTED_ROWS} more"
+    return shown
 
 
 def check_int(name: str, value, *, minimum: int, maximum: int | None = None) -> int:

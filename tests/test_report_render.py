@@ -245,6 +245,16 @@ def test_page_says_when_points_are_sampled():
     assert html.count("<img ") == 2
 
 
+def test_detect_page_sample_note_names_one_panel():
+    arrays = make_arrays(n_samples=20_500)
+    for key in ("coords_after", "clusters_after", "member_images", "attribution_maps", "probe_examples"):
+        del arrays[key]
+    html = render_html(make_detect_audit(), arrays)
+    n_shown = subsample_by_cluster(arrays["clusters_before"]).size
+    assert f"Showing {n_shown:,} of 20,500 points: a random sample stratified by cluster (seed 0)." in html
+    assert "every panel" not in html
+
+
 def test_subsample_keeps_every_cluster_in_proportion():
     sizes = {0: 30_000, 1: 9_990, 2: 10, -1: 50}
     clusters = np.concatenate([np.full(size, cluster_id) for cluster_id, size in sizes.items()])

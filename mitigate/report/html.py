@@ -86,11 +86,11 @@ def render_html(audit: dict, arrays: dict | None = None) -> str:
         "loss_figure": _loss_figure(report["training"]),
         "max_member_ids": MAX_MEMBER_IDS_SHOWN,
     }
-    return _environment().get_template(TEMPLATE_NAME).render(**context)
+    return jinja_environment().get_template(TEMPLATE_NAME).render(**context)
 
 
-def _environment():
-    """Build the jinja2 environment with autoescape and the page's filters."""
+def jinja_environment():
+    """Build the jinja2 environment of the report pages: autoescape, strict undefined, page filters."""
     import jinja2
 
     environment = jinja2.Environment(
@@ -218,7 +218,7 @@ def _cluster_scatter(report: dict, arrays: dict) -> dict | None:
         })
     return {
         "uri": plots.scatter_by_cluster(panels),
-        "sample_note": _sample_note(rows.size, n_samples),
+        "sample_note": _sample_note(rows.size, n_samples, has_after=len(panels) == 2),
         "has_after": len(panels) == 2,
     }
 
@@ -236,7 +236,7 @@ def _class_scatter(report: dict, arrays: dict) -> dict | None:
                        "labels": arrays["labels"][rows]})
     return {
         "uri": plots.scatter_by_class(panels, report["data"]["class_names"]),
-        "sample_note": _sample_note(rows.size, n_samples),
+        "sample_note": _sample_note(rows.size, n_samples, has_after=len(panels) == 2),
     }
 
 
@@ -282,14 +282,14 @@ def _new_attractor_labels(report: dict, coords: np.ndarray, clusters: np.ndarray
     return labels
 
 
-def _sample_note(n_shown: int, n_samples: int) -> str | None:
+def _sample_note(n_shown: int, n_samples: int, *, has_after: bool) -> str | None:
     """Describe the subsample in words, or return None when every point is drawn."""
     if n_shown == n_samples:
         return None
-    return (
-        f"Showing {n_shown:,} of {n_samples:,} points: a random sample stratified by "
-        f"cluster before retraining (seed {plots.SUBSAMPLE_SEED}), the same rows in every panel."
-    )
+    note = f"Showing {n_shown:,} of {n_samples:,} points: a random sample stratified by cluster"
+    if has_after:
+        return note + f" before retraining (seed {plots.SUBSAMPLE_SEED}), the same rows in every panel."
+    return note + f" (seed {plots.SUBSAMPLE_SEED})."
 
 
 def _label_namer(class_names: list[str]):

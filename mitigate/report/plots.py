@@ -128,6 +128,10 @@ def scatter_by_cluster(panels: list[dict]) -> str:
         A ``data:image/png;base64,...`` URI.
     """
     plt = _pyplot()
+    from matplotlib import patheffects
+
+    # A white outline keeps the red labels readable on top of the red members.
+    outline = [patheffects.withStroke(linewidth=3, foreground="white")]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.9), squeeze=False)
     for ax, panel in zip(axes[0], panels):
         coords, highlight = panel["coords"], panel["highlight"]
@@ -138,7 +142,7 @@ def scatter_by_cluster(panels: list[dict]) -> str:
                    linewidths=0, rasterized=True)
         for x, y, text in panel["labels"]:
             ax.annotate(plain_text(text), (x, y), color=ATTRACTOR_COLOUR, fontsize=9, fontweight="bold",
-                        xytext=(4, 4), textcoords="offset points")
+                        xytext=(4, 4), textcoords="offset points", path_effects=outline)
         _style_scatter_axes(ax, panel["title"])
     fig.tight_layout()
     return _to_data_uri(fig)

@@ -1,4 +1,4 @@
-"""Validation of the audit dict against the report's JSON Schema (draft 2020-12)."""
+"""Validation of report.json and comparison.json against their JSON Schemas (draft 2020-12)."""
 
 from __future__ import annotations
 
@@ -8,16 +8,18 @@ import math
 import reprlib
 from pathlib import Path
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schema" / "report.schema.json"
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schema"
+SCHEMA_PATH = SCHEMA_DIR / "report.schema.json"
+COMPARISON_SCHEMA_PATH = SCHEMA_DIR / "comparison.schema.json"
 
 # Problems listed in a ValueError before the rest are only counted.
 MAX_LISTED_PROBLEMS = 20
 
 
-@functools.lru_cache(maxsize=1)
-def load_schema() -> dict:
-    """Read the report schema from ``SCHEMA_PATH`` (once per process)."""
-    with open(SCHEMA_PATH, encoding="utf-8") as handle:
+@functools.lru_cache(maxsize=4)
+def load_schema(path: Path = SCHEMA_PATH) -> dict:
+    """Read a schema file, by default the report schema ``SCHEMA_PATH`` (once per process)."""
+    with open(path, encoding="utf-8") as handle:
         return json.load(handle)
 
 
@@ -42,14 +44,33 @@ def validate_report(audit: dict) -> None:
     floats are found by a separate walk over the dict. The ``date-time``
     format of ``created`` is an annotation only and is not checked.
     """
+    _validate(audit, SCHEMA_PATH, name="audit", title="audit report")
+
+
+def validate_comparison(comparison: dict) -> None:
+    """Check a comparison dict against ``COMPARISON_SCHEMA_PATH``.
+
+    Raises
+    ------
+    ValueError
+        If ``comparison`` does not match the schema or contains a NaN or
+        infinite float; the message lists every failing JSON path, as for
+        ``validate_report``.
+    """
+    _validate(comparison, COMPARISON_SCHEMA_PATH, name="comparison", title="comparison report")
+
+
+def _validate(document: dict, schema_path: Path, *, name: str, title: str) -> None:
+    """Raise a ValueError listing every schema violation and non-finite float in ``document``."""
     import jsonschema
 
-    if not isinstance(audit, dict):
-        raise ValueError(f"audit must be a dict, got {type(audit).__name__}")
+    if not isinstance(document, dict):
+        raise ValueError(f"{name} must be a dict, got {type(document).__name__}")
 
-    validator = jsonschema.Draft202012Validator(load_schema())
-    problems = [(error.json_path, _short_message(error)) for error in validator.iter_errors(audit)]
-    problems += [(path, "is not a finite number") for path in _nonfinite_paths(audit, "$")]
+    schema = load_schema(schema_path)
+    validator = jsonschema.Draft202012Validator(schema)
+    problems = [(error.json_path, _short_message(error)) for error in validator.iter_errors(document)]
+    problems += [(path, "is not a finite number") for path in _nonfinite_paths(document, "$")]
     if not problems:
         return
 
@@ -57,9 +78,10 @@ def validate_report(audit: dict) -> None:
     lines = [f"  {path}: {message}" for path, message in problems[:MAX_LISTED_PROBLEMS]]
     if len(problems) > MAX_LISTED_PROBLEMS:
         lines.append(f"  ... and {len(problems) - MAX_LISTED_PROBLEMS} more")
+    version = schema["properties"]["schema_version"]["const"]
     raise ValueError(
-        f"invalid audit report: {len(problems)} problem(s) against {SCHEMA_PATH.name} "
-        "(schema_version 1.0):\n" + "\n".join(lines)
+        f"invalid {title}: {len(problems)} problem(s) against {schema_path.name} "
+        f"(schema_version {version}):\n" + "\n".join(lines)
     )
 
 

@@ -1,0 +1,83 @@
+import numpy as np
+import pytest
+import torch
+
+from mitigate.remedies import (
+    REGULARIZER_REMEDIES,
+    ArtifactStripper,
+    build_regularizer,
+    choose_remedy,
+    derive_stripper,
+)
+
+
+def test_mask_stripper_fills_box():
+    images = np.ones((2, 1, 8, 8), dtype=np.float32)
+    stripped = ArtifactStripper(kind="mask", box=(0, 0, 2, 3), fill=0.0)(images)
+    assert stripped[:, :, :2, :3].max() == 0.0
+    assert stripped[:, :, 2:, :].min() == 1.0
+    assert images.min() == 1.0
+
+
+def test_pattern_stripper_removes_pattern_any_strength():
+    rng = np.random.default_rng(0)
+    pattern = np.zeros((1, 8, 8), dtype=np.float32)
+    pattern[0, ::2, ::2] = 1.0
+    clean = rng.random((5, 1, 8, 8)).astype(np.float32) * 0.1
+    strengths = np.array([0.0, 0.5, 1.0, 2.0, 3.0], dtype=np.float32)
+    marked = clean + strengths[:, None, None, None] * pattern
+    stripper = ArtifactStripper(kind="pattern", pattern=pattern)
+    stripped = stripper(marked)
+    residual = (stripped.reshape(5, -1) @ pattern.reshape(-1)) / (pattern ** 2).sum()
+    assert np.abs(residual).max() < 1e-5 + 0.1
+
+
+def test_stripper_accepts_tensors_and_roundtrips(tmp_path):
+    stripper = ArtifactStripper(kind="mask", box=(1, 1, 2, 2), fill=0.5)
+    out = stripper(torch.zeros(1, 1, 4, 4))
+    assert isinstance(out, torch.Tensor)
+    assert out[0, 0, 1, 1].item() == 0.5
+    stripper.save(tmp_path / "s")
+    loaded = ArtifactStripper.load(tmp_path / "s")
+    assert loaded.kind == "mask"
+    assert loaded.box == (1, 1, 2, 2)
+
+
+def test_derive_stripper_mask_or_pattern():
+    class Probe:
+        box = (0, 0, 2, 2)
+
+    members = np.ones((4, 1, 8, 8), dtype=np.float32)
+    others = np.zeros((4, 1, 8, 8), dtype=np.float32)
+    assert derive_stripper(Probe(), members, others, image_area=64).kind == "mask"
+    Probe.box = (0, 0, 8, 8)
+    pattern = derive_stripper(Probe(), members, others, image_area=64)
+    assert pattern.kind == "pattern"
+    assert pattern.pattern.shape == (1, 8, 8)
+
+
+@pytest.mark.parametrize("remedy", REGULARIZER_REMEDIES)
+def test_regularizers_give_finite_gradients(remedy):
+    embeddings = torch.randn(16, 8, requires_grad=True)
+    logits = torch.randn(16, 3, requires_grad=True)
+    members = np.zeros(100, dtype=bool)
+    members[:50] = True
+    regularizer = build_regularizer(remedy, weight=0.5, train_members=members)
+    loss = regularizer(embeddings, logits, torch.zeros(16, dtype=torch.long), 0, np.arange(40, 56))
+    loss.backward()
+    assert torch.isfinite(loss)
+    grads = [t.grad for t in (embeddings, logits) if t.grad is not None]
+    assert grads, "the loss reached neither the embeddings nor the logits"
+    for grad in grads:
+        assert torch.isfinite(grad).all()
+
+
+def test_collapse_penalty_needs_members():
+    with pytest.raises(ValueError, match="needs the training rows"):
+        build_regularizer("collapse_penalty", weight=1.0)
+
+
+def test_forced_remedy_lists_alternatives():
+    choice = choose_remedy("data_artifact", forced="wider_bottleneck")
+    assert choice.remedy == "wider_bottleneck"
+    assert {a["remedy"] for a in choice.alternatives} >= {"artifact_stripping", "uniformity_loss"}
