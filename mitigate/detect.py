@@ -47,6 +47,10 @@ MIN_PULLED_SHARE = 0.05
 # poor, so the gap to the rows outside the cluster cannot show the attractor.
 MAX_WRONG_ACCURACY = 0.5
 
+# Checks that one fragment of an attractor (the members of one captured
+# class) fails on its own while the whole attractor passes them.
+FRAGMENT_CHECKS = ("mixed", "pulls several classes")
+
 # Largest absolute values that the euclidean path uses as they are. Squares of
 # values outside this range come near the float32 limits (about 1e-38 and 3e38).
 SAFE_MAGNITUDE = (1e-8, 1e8)
@@ -603,9 +607,10 @@ class AttractorDetector:
 
         Then fragments are merged. HDBSCAN can split one attractor into
         several dense fragments, for example one per captured class. A
-        fragment of a single class is not mixed on its own although the
-        attractor is, so the candidates for a merge are the flagged clusters
-        and the clusters that fail only the "mixed" check, grouped by top
+        fragment of a single captured class may fail "mixed" or "pulls
+        several classes" on its own, although the whole attractor passes
+        both. The candidates for a merge are therefore the flagged clusters
+        and the clusters that fail only those two checks, grouped by top
         prediction. Each group that contains a flagged cluster is scored again
         as one member set, and the union replaces its parts when it is still
         flagged. Otherwise the flagged clusters alone are tried as a union,
@@ -618,7 +623,7 @@ class AttractorDetector:
 
         groups: dict = {}
         for cluster in self.clusters_:
-            if cluster.flagged or _fails_only(cluster, "mixed"):
+            if cluster.flagged or _fails_only(cluster, FRAGMENT_CHECKS):
                 key = cluster.top_prediction if cluster.top_prediction is not None else cluster.cluster_id
                 groups.setdefault(key, []).append(cluster)
         result = []
@@ -728,10 +733,10 @@ class AttractorDetector:
             raise RuntimeError("this AttractorDetector is not fitted yet; call fit(embeddings) first")
 
 
-def _fails_only(cluster: ClusterScores, name: str) -> bool:
-    """Return True when ``name`` is the only flagging check that ``cluster`` failed."""
-    failed = [reason.split(":", 1)[0] for reason in cluster.flag_reasons if ": no (" in reason]
-    return failed == [name]
+def _fails_only(cluster: ClusterScores, names: tuple) -> bool:
+    """Return True when ``cluster`` failed at least one flagging check, all of them among ``names``."""
+    failed = {reason.split(":", 1)[0] for reason in cluster.flag_reasons if ": no (" in reason}
+    return bool(failed) and failed <= set(names)
 
 
 def _damage(cluster: ClusterScores) -> float:

@@ -92,3 +92,55 @@ def test_planted_blobs_scores_are_separated():
     assert attractor.acs >= detector.acs_threshold_
     assert attractor.label_entropy >= 0.5
     assert attractor.prediction_concentration == pytest.approx(1.0)
+
+
+def two_fragment_attractor(fragment_prediction: int):
+    """Return blobs of 6 classes with one attractor split into two far-apart fragments.
+
+    Fragment A takes a fifth of classes 1, 2 and 3, all predicted as class 0.
+    Fragment B takes 12 rows of class 0 and 24 of class 4, predicted as
+    ``fragment_prediction``: with 0 it is mixed and wrong but pulls only one
+    class, so it is flagged only as part of the whole attractor.
+    """
+    rng = np.random.default_rng(5)
+    dims = 16
+    centres = rng.normal(scale=8.0, size=(8, dims))
+    labels = np.repeat(np.arange(6), 150)
+    embeddings = centres[labels] + rng.normal(size=(labels.size, dims))
+    predictions = labels.copy()
+
+    in_a = np.isin(labels, [1, 2, 3]) & (rng.random(labels.size) < 0.2)
+    embeddings[in_a] = centres[6] + 0.3 * rng.normal(size=(in_a.sum(), dims))
+    predictions[in_a] = 0
+
+    in_b = np.zeros(labels.size, dtype=bool)
+    in_b[np.flatnonzero(labels == 0)[:12]] = True
+    in_b[np.flatnonzero(labels == 4)[:24]] = True
+    embeddings[in_b] = centres[7] + 0.3 * rng.normal(size=(in_b.sum(), dims))
+    predictions[in_b] = fragment_prediction
+    return embeddings.astype(np.float32), labels, predictions, in_a, in_b
+
+
+def test_fragment_pulling_one_class_merged():
+    embeddings, labels, predictions, in_a, in_b = two_fragment_attractor(fragment_prediction=0)
+    detector = AttractorDetector(random_state=0).fit(embeddings, labels, predictions)
+
+    assert len(detector.attractors_) == 1
+    attractor = detector.attractors_[0]
+    assert len(attractor.cluster_ids) >= 2
+    found = np.zeros(labels.size, dtype=bool)
+    found[attractor.members] = True
+    assert found[in_a].mean() > 0.9
+    assert found[in_b].mean() > 0.9
+    assert not found[~(in_a | in_b)].any()
+
+
+def test_fragment_with_other_output_not_merged():
+    embeddings, labels, predictions, in_a, in_b = two_fragment_attractor(fragment_prediction=4)
+    detector = AttractorDetector(random_state=0).fit(embeddings, labels, predictions)
+
+    assert len(detector.attractors_) == 1
+    found = np.zeros(labels.size, dtype=bool)
+    found[detector.attractors_[0].members] = True
+    assert found[in_a].mean() > 0.9
+    assert not found[in_b].any()
