@@ -1,5 +1,6 @@
 """Shared fixtures. Every test runs offline: a hub request would fail loudly."""
 
+import json
 import os
 
 import numpy as np
@@ -38,3 +39,24 @@ def blobs():
 @pytest.fixture
 def null_blobs():
     return planted_blobs(attractor=False)
+
+
+@pytest.fixture(autouse=True)
+def validate_written_reports(request):
+    """Check every report.json and comparison.json that a test wrote under tmp_path against its schema.
+
+    A test that writes an invalid file on purpose names it otherwise, or
+    marks itself with ``@pytest.mark.invalid_report``.
+    """
+    if "tmp_path" not in request.fixturenames or request.node.get_closest_marker("invalid_report"):
+        yield
+        return
+    # Taken before the test runs: tmp_path is torn down before this fixture.
+    tmp_path = request.getfixturevalue("tmp_path")
+    yield
+    from mitigate.report.schema import validate_comparison, validate_report
+
+    for path in sorted(tmp_path.rglob("report.json")):
+        validate_report(json.loads(path.read_text()))
+    for path in sorted(tmp_path.rglob("comparison.json")):
+        validate_comparison(json.loads(path.read_text()))

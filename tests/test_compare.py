@@ -274,6 +274,7 @@ def test_cli_compare_missing_report_exits_2(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.invalid_report
 def test_cli_compare_invalid_report_exits_2(tmp_path, capsys):
     broken = make_detect_audit()
     del broken["before"]
@@ -297,6 +298,7 @@ def test_cli_report_without_command_exits_2(capsys):
     assert "mitigate report compare BEFORE AFTER --out DIR" in capsys.readouterr().err
 
 
+@pytest.mark.invalid_report
 def test_load_report_folder_rejects_bad_json(tmp_path):
     (tmp_path / "report.json").write_text("{not json")
     with pytest.raises(ComparisonError, match="is not a valid audit report"):
