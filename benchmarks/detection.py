@@ -220,14 +220,15 @@ class _Flagged:
 
 def baseline_flags(detector, embeddings: np.ndarray, threshold: float = BASELINE_ACS) -> list:
     """Return the clusters of ``detector`` whose plain ACS (against all rows) exceeds ``threshold``."""
-    from mitigate.scores import attractor_collapse_score
+    from mitigate.scores import acs_or_reason
 
     flagged = []
     for cluster in detector.clusters_:
         if cluster.size < 2:
             continue
-        acs = attractor_collapse_score(embeddings, cluster.members)
-        if acs > threshold:
+        # Not defined when every embedding is identical (a fully collapsed model).
+        acs, _ = acs_or_reason(embeddings, cluster.members)
+        if acs is not None and acs > threshold:
             flagged.append(_Flagged(cluster.members, acs))
     return flagged
 

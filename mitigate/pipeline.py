@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,9 @@ logger = logging.getLogger(__name__)
 
 STATE_FILE = "state.json"
 
+# [plant] kinds that plant the mitigate.plants benchmark of the same mechanism name.
+PLANTED_MECHANISMS = ("representational_collapse", "gradient_starvation", "data_artifact")
+
 
 class OutputFolderError(ValueError):
     """The output folder holds a run of another recipe."""
@@ -31,7 +34,14 @@ class OutputFolderError(ValueError):
 
 @dataclass
 class AuditData:
-    """Train and audit images, after planting, with the ground truth kept apart."""
+    """Train and audit images, after planting, with the ground truth kept apart.
+
+    ``planted_audit`` is the planted member set, for evaluation and
+    worst-group groups only. ``model_kwargs`` are the model settings the
+    plant needs (for example ``embedding_dim=3`` for representational
+    collapse), and ``benchmark`` is the :class:`mitigate.plants.PlantedBenchmark`
+    behind a ``mitigate.plants`` kind (None otherwise).
+    """
 
     splits: image_data.ImageSplits
     train_images: np.ndarray
@@ -39,6 +49,22 @@ class AuditData:
     planted_train: np.ndarray | None
     planted_audit: np.ndarray | None
     plant_description: str | None
+    model_kwargs: dict = field(default_factory=dict)
+    benchmark: object = None
+
+    def resolve_truth(self, audit_embeddings: np.ndarray) -> None:
+        """Fill in a member set that depends on the trained model, from its audit embeddings.
+
+        Only the representational-collapse benchmark needs this, because its
+        members are the rows embedded at exactly zero. For every other plant
+        the planted member set is kept as it is.
+        """
+        if self.benchmark is None:
+            return
+        self.planted_audit = self.benchmark.resolve_truth(audit_embeddings)
+        if self.planted_audit is not None and self.benchmark.mechanism == "representational_collapse":
+            self.plant_description = (f"{self.benchmark.description} "
+                                      f"({int(self.planted_audit.sum())} audit rows)")
 
 
 def prepare_output(out_dir: Path, recipe: Recipe, *, restart: bool) -> Path:
@@ -75,6 +101,13 @@ def load_audit_data(recipe: Recipe, data_dir: Path | None) -> AuditData:
     splits = _limit(splits, settings["train_limit"], settings["audit_limit"])
 
     plant = recipe["plant"]
+    if plant["options"] and plant["kind"] not in PLANTED_MECHANISMS:
+        raise ValueError(
+            f"[plant] options is set but [plant] kind = {plant['kind']!r} takes no options; remove "
+            f"[plant.options] or use one of the kinds {', '.join(PLANTED_MECHANISMS)}"
+        )
+    if plant["kind"] in PLANTED_MECHANISMS:
+        return _load_planted_benchmark(recipe, splits)
     if plant["kind"] == "none":
         return AuditData(splits, splits.train_images, splits.audit_images, None, None, None)
 
@@ -107,6 +140,44 @@ def load_audit_data(recipe: Recipe, data_dir: Path | None) -> AuditData:
     return AuditData(splits, train_images, audit_images, planted_train, planted_audit, description)
 
 
+def _load_planted_benchmark(recipe: Recipe, splits: image_data.ImageSplits) -> AuditData:
+    """Plant the ``mitigate.plants`` benchmark named by ``[plant] kind``."""
+    from mitigate.plants import make_benchmark
+
+    plant = recipe["plant"]
+    try:
+        benchmark = make_benchmark(plant["kind"], splits, seed=plant["seed"], **(plant["options"] or {}))
+    except ValueError as err:
+        raise ValueError(f"[plant] kind = {plant['kind']!r}: {err}") from err
+
+    # The plant's model settings must not be overridden by [model.kwargs].
+    recipe_kwargs = recipe["model"]["kwargs"] or {}
+    for key, value in benchmark.model_kwargs.items():
+        if key in recipe_kwargs and recipe_kwargs[key] != value:
+            raise ValueError(
+                f"[model.kwargs] {key} = {recipe_kwargs[key]!r} conflicts with [plant] kind = "
+                f"{plant['kind']!r}, which needs {key} = {value!r}; remove {key} from [model.kwargs]"
+            )
+    return AuditData(
+        splits, benchmark.train_images, benchmark.audit_images,
+        planted_train=_planted_train_rows(benchmark), planted_audit=benchmark.truth,
+        plant_description=benchmark.description, model_kwargs=dict(benchmark.model_kwargs),
+        benchmark=benchmark,
+    )
+
+
+def _planted_train_rows(benchmark) -> np.ndarray | None:
+    """Return the training rows that carry the planted feature, or None (nothing is pasted)."""
+    extra = benchmark.extra
+    if "train_carries" in extra:
+        return extra["train_carries"]
+    if "train_site" in extra:
+        return extra["train_site"]
+    if "train_codes" in extra:
+        return extra["train_codes"] >= 0
+    return None
+
+
 def _limit(splits: image_data.ImageSplits, train_limit: int, audit_limit: int):
     if train_limit:
         splits.train_images = splits.train_images[:train_limit]
@@ -119,12 +190,13 @@ def _limit(splits: image_data.ImageSplits, train_limit: int, audit_limit: int):
 
 def build_and_train(recipe: Recipe, images, labels, *, weights_path: Path, checkpoint_dir: Path,
                     n_classes: int, image_size: int, progress: bool, tracker_dir: Path | None,
-                    model_factory=None, regularizer=None, input_transform=None):
+                    model_factory=None, regularizer=None, input_transform=None, plant_model_kwargs=None):
     """Train a model, or load it if ``weights_path`` exists from an earlier run.
 
     ``model_factory()`` returns the model to train (default: a fresh model
-    from the recipe, seeded by ``[train] seed``). ``regularizer`` and
-    ``input_transform`` are passed to :func:`mitigate.train.train_classifier`.
+    from the recipe, seeded by ``[train] seed``, with ``plant_model_kwargs``
+    added to ``[model.kwargs]``). ``regularizer`` and ``input_transform`` are
+    passed to :func:`mitigate.train.train_classifier`.
     """
     import torch
 
@@ -132,7 +204,7 @@ def build_and_train(recipe: Recipe, images, labels, *, weights_path: Path, check
 
     settings = recipe["train"]
     torch.manual_seed(settings["seed"])
-    model = model_factory() if model_factory else _build(recipe, n_classes, image_size)
+    model = model_factory() if model_factory else _build(recipe, n_classes, image_size, plant_model_kwargs)
     if weights_path.is_file():
         logger.info("reusing trained weights %s", weights_path)
         model.load_state_dict(load_weights(weights_path))
@@ -164,10 +236,10 @@ def build_and_train(recipe: Recipe, images, labels, *, weights_path: Path, check
     return model, info
 
 
-def _build(recipe: Recipe, n_classes: int, image_size: int):
+def _build(recipe: Recipe, n_classes: int, image_size: int, plant_model_kwargs=None):
     from mitigate.models import build_model
 
-    kwargs = dict(recipe["model"]["kwargs"] or {})
+    kwargs = {**(recipe["model"]["kwargs"] or {}), **(plant_model_kwargs or {})}
     if recipe["model"]["factory"] == "builtin:small_cnn":
         kwargs.setdefault("num_classes", n_classes)
         kwargs.setdefault("image_size", image_size)

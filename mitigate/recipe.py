@@ -53,8 +53,11 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "audit_limit": _k(int, 0, minimum=0, help="use only this many audit images (0: all)"),
     },
     "plant": {
-        "kind": _k(str, "none", choices=("none", "spurious_square", "spurious_token"),
-                   help="spurious_token (text) inserts [text] plant_token"),
+        "kind": _k(str, "none", choices=("none", "spurious_square", "spurious_token", "representational_collapse",
+                                         "gradient_starvation", "data_artifact"),
+                   help="spurious_token (text) inserts [text] plant_token; representational_collapse, "
+                        "gradient_starvation and data_artifact plant the benchmark of that name from "
+                        "mitigate.plants, set by [plant] seed and [plant.options]"),
         "target_class": _k(int, 0, minimum=0),
         "size": _k(int, 4, minimum=1, help="side of the square, in pixels at 28x28 (scaled for other sizes)"),
         "corner": _k(str, "top_right", choices=("top_left", "top_right", "bottom_left", "bottom_right")),
@@ -63,6 +66,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "p_other": _k(NUMBER, 0.002, minimum=0.0, maximum=1.0),
         "p_audit": _k(NUMBER, 0.5, minimum=0.0, maximum=1.0),
         "seed": _k(int, 1),
+        "options": _k(dict, None, help="mitigate.plants kinds only: overrides of that mechanism's "
+                                       "entries in mitigate.plants.DEFAULTS"),
     },
     "model": {
         "factory": _k(str, "builtin:small_cnn", help="'builtin:small_cnn' or 'package.module:callable'"),

@@ -69,8 +69,12 @@ def run_recipe(recipe: Recipe, out_dir: Path, *, data_dir: Path | None = None,
         weights_path=out_dir / "baseline" / "model.safetensors",
         checkpoint_dir=work / "checkpoint_baseline", n_classes=n_classes,
         image_size=image_size, progress=progress, tracker_dir=out_dir / "tracking",
+        plant_model_kwargs=data.model_kwargs,
     )
     before = _audit_model(recipe, baseline, data.audit_images, labels, layer, pooling, progress)
+    # A member set that depends on the trained model (representational collapse) is
+    # filled in only now, after detection, and is used for evaluation and groups only.
+    data.resolve_truth(before["embeddings"])
     _write_model_report(out_dir / "baseline", before, recipe, data, which="baseline")
 
     # Stage 2: probe and diagnose every flagged attractor.
@@ -166,37 +170,31 @@ def _write_model_report(folder: Path, state: dict, recipe, data, *, which: str) 
 
 
 def _investigate(recipe, cluster, data, before, model) -> Finding:
-    from mitigate.diagnose import (
-        diagnose_image_attractor,
-        effective_rank,
-        training_presence_by_class,
-    )
-    from mitigate.probes import feature_presence, find_feature_clusters, probe_image_cluster
+    from mitigate.diagnose import investigate_image_attractor
+    from mitigate.probes import find_feature_clusters
     from mitigate.remedies import choose_remedy
 
     detector = before["detector"]
     settings = recipe["probe"]
     image_size = data.audit_images.shape[-1]
-    cell = settings["cell"] or max(1, image_size // 7)
-    common = dict(embed=before["embed"], assign=detector.assign, fill=float(settings["fill"]))
-    probe = probe_image_cluster(
-        data.audit_images, detector.labels_, cluster.cluster_ids, before["embeddings"],
-        cell=cell, max_probe=settings["max_members"], labels=data.splits.audit_labels,
-        seed=recipe["detect"]["seed"], **common,
+    fill, seed = float(settings["fill"]), recipe["detect"]["seed"]
+
+    # Occlusion and pattern probes, training-data presence and label information of a
+    # located region, and the effective rank: the evidence the diagnosis rules need.
+    diagnosis, evidence = investigate_image_attractor(
+        cluster, detector=detector, audit_images=data.audit_images,
+        audit_labels=data.splits.audit_labels, audit_embeddings=before["embeddings"],
+        train_images=data.train_images, train_labels=data.splits.train_labels,
+        embed=before["embed"], class_names=data.splits.class_names,
+        cell=settings["cell"] or max(1, image_size // 7), fill=fill,
+        max_probe=settings["max_members"], seed=seed,
     )
-    presence = None
+    probe = evidence.probe
     if probe.causal:
         find_feature_clusters(data.audit_images, detector.labels_, probe, cluster.cluster_ids,
-                              seed=recipe["detect"]["seed"], **common)
-        carried = feature_presence(data.train_images, probe.box, probe.patch, fill=common["fill"])
-        presence = training_presence_by_class(carried, data.splits.train_labels)
+                              embed=before["embed"], assign=detector.assign, fill=fill, seed=seed)
 
     embeddings = before["embeddings"]
-    rank_share = effective_rank(embeddings) / embeddings.shape[1]
-    diagnosis = diagnose_image_attractor(
-        cluster, probe, image_shape=data.audit_images.shape[-2:], presence_by_class=presence,
-        class_names=data.splits.class_names, rank_share=rank_share,
-    )
     choice = choose_remedy(diagnosis.cause, forced=recipe["remedy"]["method"])
     mask = np.zeros(embeddings.shape[0], dtype=bool)
     mask[cluster.members] = True
@@ -221,6 +219,7 @@ def _remedy_and_retrain(recipe, finding, data, before, out_dir, work, progress):
         weights_path=out_dir / "retrained" / "model.safetensors",
         checkpoint_dir=work / "checkpoint_retrained", n_classes=len(data.splits.class_names),
         image_size=data.train_images.shape[-1], progress=progress, tracker_dir=out_dir / "tracking",
+        plant_model_kwargs=data.model_kwargs,
     )
     images, labels = data.train_images, data.splits.train_labels
 
