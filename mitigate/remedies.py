@@ -50,8 +50,34 @@ class RemedyChoice:
     alternatives: list = field(default_factory=list)
 
 
-def choose_remedy(cause: str, *, forced: str | None = None) -> RemedyChoice:
-    """Pick the remedy for ``cause`` from REMEDY_TABLE, or honour ``forced``."""
+def choose_remedy(cause: str, *, forced: str | None = None, embedding_width: int | None = None,
+                  n_classes: int | None = None, feature_located: bool = False) -> RemedyChoice:
+    """Pick the remedy for ``cause`` from REMEDY_TABLE, or honour ``forced``.
+
+    Two causes have a second remedy that the evidence can select:
+
+    - representational collapse in an embedding layer narrower than
+      ``n_classes - 1`` units gets ``wider_bottleneck``: no loss can hold
+      the classes apart in fewer directions than they need, and a
+      uniformity loss on such a layer can push every embedding to zero;
+    - gradient starvation whose easy feature was located in the input
+      (``feature_located``) gets ``counterfactual_augmentation`` of that
+      feature, which removes the shortcut from the data instead of damping
+      it in the logits.
+
+    Parameters
+    ----------
+    cause : str
+        The diagnosed root cause.
+    forced : str, optional
+        ``[remedy] method`` of the recipe; anything but None or "auto" is used as it is.
+    embedding_width : int, optional
+        Width of the embedding layer (columns of the extracted embeddings).
+    n_classes : int, optional
+        Number of classes the model separates.
+    feature_located : bool
+        True when a probe located the feature that pulls members in.
+    """
     known = sorted(IMPLEMENTED_REMEDIES)
     if forced is not None and forced != "auto":
         if forced not in known:
@@ -62,6 +88,16 @@ def choose_remedy(cause: str, *, forced: str | None = None) -> RemedyChoice:
     if cause not in REMEDY_TABLE:
         return RemedyChoice(None, f"no remedy is defined for cause {cause!r}", [])
     remedy, reason = REMEDY_TABLE[cause]
+    if cause == "representational_collapse" and embedding_width is not None and n_classes is not None \
+            and embedding_width < n_classes - 1:
+        remedy = "wider_bottleneck"
+        reason = (f"the embedding layer has {embedding_width} units, fewer than the {n_classes - 1} "
+                  f"directions that {n_classes} classes need; widening it gives the classes room")
+    elif cause == "gradient_starvation" and feature_located:
+        remedy = "counterfactual_augmentation"
+        reason = ("the easy feature that starves the others was located in the input; pasting it "
+                  "onto training images of every class and removing it from its own makes it carry "
+                  "no label information")
     alternatives = [
         {"remedy": other, "why_not": f"it addresses {other_cause.replace('_', ' ')}, not {cause.replace('_', ' ')}"}
         for other_cause, (other, _) in REMEDY_TABLE.items() if other != remedy

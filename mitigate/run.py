@@ -54,7 +54,7 @@ def run_recipe(recipe: Recipe, out_dir: Path, *, data_dir: Path | None = None,
 
         return run_text_recipe(recipe, out_dir, data_dir=data_dir, restart=restart, progress=progress)
     if recipe["data"]["dataset"] in ("wordnet", "from_disk"):
-        raise RecipeError(f"[data] dataset = {recipe['data']['dataset']!r} holds texts; "
+        raise RecipeError(f"[data] dataset = {recipe['data']['dataset']!r} contains texts; "
                           "set [data] modality = 'text'")
     work = prepare_output(out_dir, recipe, restart=restart)
     data = load_audit_data(recipe, data_dir)
@@ -195,7 +195,9 @@ def _investigate(recipe, cluster, data, before, model) -> Finding:
                               embed=before["embed"], assign=detector.assign, fill=fill, seed=seed)
 
     embeddings = before["embeddings"]
-    choice = choose_remedy(diagnosis.cause, forced=recipe["remedy"]["method"])
+    choice = choose_remedy(diagnosis.cause, forced=recipe["remedy"]["method"],
+                           embedding_width=embeddings.shape[1], n_classes=len(data.splits.class_names),
+                           feature_located=bool(probe.causal))
     mask = np.zeros(embeddings.shape[0], dtype=bool)
     mask[cluster.members] = True
     logger.info("attractor (clusters %s, %d members): cause %s, remedy %s",

@@ -81,3 +81,24 @@ def test_forced_remedy_lists_alternatives():
     choice = choose_remedy("data_artifact", forced="wider_bottleneck")
     assert choice.remedy == "wider_bottleneck"
     assert {a["remedy"] for a in choice.alternatives} >= {"artifact_stripping", "uniformity_loss"}
+
+
+def test_narrow_collapse_gets_wider_bottleneck():
+    choice = choose_remedy("representational_collapse", embedding_width=3, n_classes=10)
+    assert choice.remedy == "wider_bottleneck"
+    assert "3 units" in choice.reason
+
+
+def test_wide_collapse_keeps_uniformity_loss():
+    assert choose_remedy("representational_collapse", embedding_width=64, n_classes=10).remedy == "uniformity_loss"
+    assert choose_remedy("representational_collapse").remedy == "uniformity_loss"
+
+
+def test_located_starvation_gets_augmentation():
+    assert choose_remedy("gradient_starvation", feature_located=True).remedy == "counterfactual_augmentation"
+    assert choose_remedy("gradient_starvation").remedy == "spectral_decoupling"
+
+
+def test_forced_remedy_ignores_evidence():
+    choice = choose_remedy("representational_collapse", forced="uniformity_loss", embedding_width=3, n_classes=10)
+    assert choice.remedy == "uniformity_loss"
