@@ -130,7 +130,7 @@ def diagnose_image_attractor(
         Number of classes the model separates.
     """
     evidence = []
-    name = _namer(class_names)
+    name = class_namer(class_names)
     image_area = image_shape[0] * image_shape[1]
 
     if effective_rank is not None and n_classes is not None and n_classes > 1:
@@ -173,6 +173,11 @@ def diagnose_image_attractor(
             f"no shared pattern explains membership (exit {pattern_probe.exit_rate:.0%}, entry "
             f"{pattern_probe.entry_rate:.0%}, control {pattern_probe.control_entry_rate:.0%})"
         )
+    return diagnose_without_feature(evidence, rank_share)
+
+
+def diagnose_without_feature(evidence: list, rank_share: float) -> Diagnosis:
+    """Name the cause when no probe found a causal feature: collapse if the embeddings are narrow, else undetermined."""
     if rank_share < COLLAPSED_RANK_SHARE:
         evidence.append(f"the embeddings use {rank_share:.1%} of their width (effective rank)")
         return Diagnosis("representational_collapse", evidence)
@@ -206,7 +211,7 @@ def _diagnose_located(cluster, probe, evidence, *, name, image_area, presence_by
         )
         return Diagnosis("gradient_starvation", evidence)
 
-    correlated = _correlated_class(presence_by_class)
+    correlated = correlated_class(presence_by_class)
     if correlated is not None:
         rate, others = presence_by_class[correlated], _max_other(presence_by_class, correlated)
         evidence.append(
@@ -234,7 +239,8 @@ def _diagnose_located(cluster, probe, evidence, *, name, image_area, presence_by
     return Diagnosis("spurious_correlation", evidence)
 
 
-def _correlated_class(presence_by_class: dict | None):
+def correlated_class(presence_by_class: dict | None):
+    """Return the class that carries the feature in training while the others do not, or None."""
     if not presence_by_class or len(presence_by_class) < 2:
         return None
     top = max(presence_by_class, key=presence_by_class.get)
@@ -247,7 +253,8 @@ def _max_other(presence_by_class: dict, excluded) -> float:
     return max(rate for cls, rate in presence_by_class.items() if cls != excluded)
 
 
-def _namer(class_names):
+def class_namer(class_names):
+    """Return a function that formats a class code as its quoted name, or the code when unnamed."""
     def name(code):
         if class_names is not None and 0 <= int(code) < len(class_names):
             return f"{class_names[int(code)]!r}"

@@ -38,6 +38,11 @@ ENTRY_RATE = 0.25
 CONTROL_LIMIT = 0.2
 
 
+def is_causal(exit_rate: float, entry_rate: float, control_rate: float) -> bool:
+    """Return True when removal and insertion both move inputs and the control insertion does not."""
+    return exit_rate >= EXIT_RATE and entry_rate >= ENTRY_RATE and control_rate < CONTROL_LIMIT
+
+
 @dataclass
 class ImageProbeResult:
     """Evidence from occlusion attribution and counterfactual probes on one cluster.
@@ -76,11 +81,7 @@ class ImageProbeResult:
     @property
     def causal(self) -> bool:
         """True when removal and pasting both move inputs and the control does not."""
-        return (
-            self.exit_rate >= EXIT_RATE
-            and self.entry_rate >= ENTRY_RATE
-            and self.control_entry_rate < CONTROL_LIMIT
-        )
+        return is_causal(self.exit_rate, self.entry_rate, self.control_entry_rate)
 
     def to_dict(self) -> dict:
         """Return the JSON-ready probe record used in report.json."""
@@ -376,11 +377,7 @@ class PatternProbeResult:
     @property
     def causal(self) -> bool:
         """True when removing and adding the pattern both move inputs and the rolled control does not."""
-        return (
-            self.exit_rate >= EXIT_RATE
-            and self.entry_rate >= ENTRY_RATE
-            and self.control_entry_rate < CONTROL_LIMIT
-        )
+        return is_causal(self.exit_rate, self.entry_rate, self.control_entry_rate)
 
     def to_dict(self) -> dict:
         """Return a JSON-ready record of the scores (the pattern itself is left out)."""

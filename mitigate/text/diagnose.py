@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-from mitigate.diagnose import (
-    COLLAPSED_RANK_SHARE,
-    CORRELATED_RATE,
-    UNCORRELATED_RATE,
-    Diagnosis,
-)
+from mitigate.diagnose import Diagnosis, class_namer, correlated_class, diagnose_without_feature
 
 
 def diagnose_text_attractor(
@@ -41,14 +36,14 @@ def diagnose_text_attractor(
         Effective rank of the audit embeddings over their width.
     """
     evidence = []
-    name = _namer(class_names)
+    name = class_namer(class_names)
     if probe is not None and probe.causal:
         evidence.append(
             f"deleting the word {probe.token!r} moves {probe.exit_rate:.0%} of members out of the "
             f"cluster; inserting it moves {probe.entry_rate:.0%} of non-members in (control word "
             f"{probe.control_token!r}: {probe.control_entry_rate:.0%})"
         )
-        correlated = _correlated_class(presence_by_class)
+        correlated = correlated_class(presence_by_class)
         if correlated is not None:
             others = max(rate for code, rate in presence_by_class.items() if code != correlated)
             evidence.append(
@@ -72,26 +67,5 @@ def diagnose_text_attractor(
             f"no attributed word explains membership (best {probe.token!r}: exit {probe.exit_rate:.0%}, "
             f"entry {probe.entry_rate:.0%}, control {probe.control_entry_rate:.0%})"
         )
-    if rank_share < COLLAPSED_RANK_SHARE:
-        evidence.append(f"the embeddings use {rank_share:.1%} of their width (effective rank)")
-        return Diagnosis("representational_collapse", evidence)
-    evidence.append("the evidence matches none of the known mechanisms")
-    return Diagnosis("undetermined", evidence)
+    return diagnose_without_feature(evidence, rank_share)
 
-
-def _correlated_class(presence_by_class: dict | None):
-    if not presence_by_class or len(presence_by_class) < 2:
-        return None
-    top = max(presence_by_class, key=presence_by_class.get)
-    others = max(rate for code, rate in presence_by_class.items() if code != top)
-    if presence_by_class[top] >= CORRELATED_RATE and others <= UNCORRELATED_RATE:
-        return top
-    return None
-
-
-def _namer(class_names):
-    def name(code):
-        if class_names is not None and 0 <= int(code) < len(class_names):
-            return f"{class_names[int(code)]!r}"
-        return str(code)
-    return name

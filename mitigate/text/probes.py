@@ -32,7 +32,7 @@ from typing import Callable
 import numpy as np
 
 from mitigate.constants import NOISE_LABEL
-from mitigate.probes import CONTROL_LIMIT, ENTRY_RATE, EXIT_RATE
+from mitigate.probes import EXIT_RATE, is_causal
 from mitigate.text.words import contains_word, delete_word, insert_positions, insert_word, word_set
 
 logger = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ class TextProbeResult:
     @property
     def causal(self) -> bool:
         """True when removal and insertion both move inputs and the control does not."""
-        return _is_causal(self.exit_rate, self.entry_rate, self.control_entry_rate)
+        return is_causal(self.exit_rate, self.entry_rate, self.control_entry_rate)
 
     @property
     def top_words(self) -> list:
@@ -154,10 +154,6 @@ class TextProbeResult:
             "extended_member_count": None,
             "notes": [_example_note(example) for example in self.examples],
         }
-
-
-def _is_causal(exit_rate: float, entry_rate: float, control_rate: float) -> bool:
-    return exit_rate >= EXIT_RATE and entry_rate >= ENTRY_RATE and control_rate < CONTROL_LIMIT
 
 
 def _example_note(example: dict) -> str:
@@ -341,7 +337,7 @@ def _best_candidate(candidates: dict, tokens: list) -> str:
     if not tokens:
         return ""
     causal = [word for word, rates in candidates.items()
-              if _is_causal(rates["exit_rate"], rates["entry_rate"], rates["control_entry_rate"])]
+              if is_causal(rates["exit_rate"], rates["entry_rate"], rates["control_entry_rate"])]
     if not causal:
         return tokens[0].word
     return max(causal, key=lambda word: candidates[word]["exit_rate"] + candidates[word]["entry_rate"])
