@@ -431,7 +431,7 @@ def sweep_thresholds(*, mechanisms, seeds, cache_dir: Path, n_train: int, n_audi
                      epochs: int = 2, splits=None) -> list:
     """Rescore every cached run with each threshold varied in turn; return one row per value.
 
-    Each row holds the parameter, its value, the median F1 per planted
+    Each row contains the parameter, its value, the median F1 per planted
     mechanism and the attractors flagged per seed on the clean control.
     Clusters come from the cache, so only scoring and flagging run again.
     """

@@ -271,7 +271,7 @@ def write_report(out_dir: Path, audit: dict, before, after, findings, data, *,
 
     Under ``accelerate launch`` only the main process writes.
 
-    ``text_arrays`` holds ``member_texts`` and ``highlight_tokens`` (one list
+    ``text_arrays`` contains ``member_texts`` and ``highlight_tokens`` (one list
     of str per attractor) for a text model; they replace the image figures.
     """
     from mitigate.extract import is_main_process

@@ -43,7 +43,7 @@ DEFAULT_RELATIVE_ACS_THRESHOLD = 6.5
 MIN_PULLED_CLASSES = 2
 MIN_PULLED_SHARE = 0.05
 # A cluster whose members are mostly misclassified counts as wrong even when
-# the rest of the model is no better: in a collapsed model every region is
+# the rest of the model is no better. In a collapsed model every region is
 # poor, so the gap to the rows outside the cluster cannot show the attractor.
 MAX_WRONG_ACCURACY = 0.5
 
@@ -560,9 +560,9 @@ class AttractorDetector:
                               cluster_selection_epsilon=float(epsilon))
         cluster_ids = _run_hdbscan(points, size=size, min_samples=min_samples, epsilon=epsilon)
         if epsilon > 0 and np.all(cluster_ids == NOISE_LABEL):
-            # hdbscan 0.8 marks every row as noise when the epsilon merge selects
-            # the root cluster (scikit-learn-contrib/hdbscan issue 417), so the
-            # clustering without the merge is used instead.
+            # Every row is noise when hdbscan's epsilon merge selects the root
+            # cluster (seen with hdbscan 0.8), so the clustering without the
+            # merge is used instead.
             cluster_ids = _run_hdbscan(points, size=size, min_samples=min_samples, epsilon=0.0)
             self.settings_["cluster_selection_epsilon"] = 0.0
         return cluster_ids

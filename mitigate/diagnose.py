@@ -30,7 +30,7 @@ COLLAPSED_RANK_SHARE = 0.1
 # classes. Trained SmallCNNs with 64 units score 1.4 to 1.9 on Fashion-MNIST;
 # 3-unit bottlenecks score at most 3 / 9 = 0.33.
 COLLAPSED_RANK_PER_CLASS = 0.5
-# A located region holds a label code (an easy feature that gives the label
+# A located region contains a label code (an easy feature that gives the label
 # for most training images) when the region's pixels alone predict the
 # training labels with at least this accuracy, and the model's output on the
 # members follows the region's prediction for at least MEMBERS_FOLLOW of them.

@@ -407,7 +407,7 @@ def probe_image_pattern(
 ) -> PatternProbeResult:
     """Estimate the additive pattern that members share and test it causally.
 
-    Occlusion finds a feature that sits in one region; a fixed noise pattern
+    Occlusion finds a feature that sits in one region. A fixed noise pattern
     or watermark spread over the whole image escapes it, because filling one
     window leaves the rest of the pattern in place. This probe estimates the
     pattern directly: the members' mean image minus the mean image of the
@@ -516,7 +516,7 @@ def _class_matched_difference(images, labels, member_rows, other_rows) -> np.nda
 
 @dataclass
 class RegionLabelEvidence:
-    """How much the pixels of one region alone say about the training labels.
+    """Evidence of how well the pixels of one region alone predict the training labels.
 
     Attributes
     ----------
@@ -551,10 +551,10 @@ def region_label_evidence(
 
     A nearest-class-mean classifier on the pixels inside ``box`` is fitted on
     half of a seeded sample of at most ``max_rows`` training images and
-    scored on the other half. A region that holds a label code (an easy
+    scored on the other half. A region that contains a label code (an easy
     feature that gives the label for most training images) scores near 1; a
     feature tied to one class scores little above the majority rate, because
-    it says nothing about the other classes.
+    it carries no information about the other classes.
 
     Parameters
     ----------

@@ -206,7 +206,7 @@ def _investigate(recipe, cluster, data, before, model) -> Finding:
 
 
 class RemedyNotApplicable(RuntimeError):
-    """The chosen remedy cannot run on this evidence; the report says why."""
+    """Error raised when the chosen remedy cannot run on this evidence; the report gives the reason."""
 
 
 def _remedy_and_retrain(recipe, finding, data, before, out_dir, work, progress):

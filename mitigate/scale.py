@@ -44,7 +44,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_SAMPLE_SIZE = 20_000
 
 # k-means strata of the reduced space. Predicting 64 centres costs 64
-# distances per row; the average stratum holds 1/64 (1.6%) of the rows.
+# distances per row; the average stratum contains 1/64 (1.6%) of the rows.
 N_STRATA = 64
 STRATA_FIT_ROWS = 20_000
 

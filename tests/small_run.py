@@ -2,9 +2,9 @@
 
 The run uses 20,000 training and 2,000 audit images, logs to TensorBoard and
 is started as a subprocess with ``--quiet``, so its stderr is what a pipeline
-would see (no terminal). About 3 minutes of CPU time; without Debian's
-dataset-fashion-mnist it falls back to the digits data and finds no
-attractor, and the tests that need one skip with that reason.
+would see (no terminal). It takes about 3 minutes of CPU time. Without
+Debian's dataset-fashion-mnist it falls back to the digits data and finds
+no attractor, so the tests that need one skip with that reason.
 """
 
 import subprocess

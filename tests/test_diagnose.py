@@ -161,7 +161,7 @@ def test_region_evidence_one_class_square():
 def boundary_blobs(n_pulled_classes: int, seed: int = 0):
     """Four well-predicted classes plus one tight, wrong cluster predicted as class 0.
 
-    The tight cluster holds 60 members of class 0 and 60 of each of
+    The tight cluster contains 60 members of class 0 and 60 of each of
     ``n_pulled_classes`` other classes, all predicted as class 0.
     """
     rng = np.random.default_rng(seed)

@@ -83,7 +83,8 @@ def test_plant_token_rates_and_ground_truth():
                                    p_other=0.01, seed=0)
     rates = [carries[labels == k].mean() for k in range(3)]
     assert 0.93 < rates[1] < 0.97
-    assert rates[0] < 0.02 and rates[2] < 0.02
+    assert rates[0] < 0.02
+    assert rates[2] < 0.02
     assert carries.tolist() == [contains_word(t, "reportedly") for t in planted]
     assert texts[0] == "a plain gloss about things"
 
@@ -143,7 +144,9 @@ def test_planted_audit_is_independent_of_class(tmp_path):
     data = load_text_audit_data(recipe, None)
     train_rates = [data.planted_train[data.splits.train_labels == k].mean() for k in range(3)]
     audit_rates = [data.planted_audit[data.splits.audit_labels == k].mean() for k in range(3)]
-    assert train_rates[0] == 0.0 and train_rates[2] == 0.0 and train_rates[1] > 0.9
+    assert train_rates[0] == 0.0
+    assert train_rates[2] == 0.0
+    assert train_rates[1] > 0.9
     assert all(0.3 < rate < 0.7 for rate in audit_rates)
     assert "'reportedly'" in data.plant_description
 

@@ -1,7 +1,7 @@
 """Transformer text classifiers, tokenization and embedding extraction, all offline.
 
-Texts travel as one int64 array of shape (n, 2, max_length): row 0 of each
-sample holds the token ids and row 1 the attention mask. Packing them this
+Texts travel as one int64 array of shape (n, 2, max_length). Row 0 of each
+sample contains the token ids and row 1 the attention mask. Packing them this
 way lets the image training loop (:func:`mitigate.train.train_classifier`),
 which batches one array, fine-tune a text model unchanged.
 
@@ -52,10 +52,10 @@ def minilm_path() -> Path:
 class TextClassifier(nn.Module):
     """A transformer encoder with a pooled linear classification head.
 
-    Named layers for extraction: ``transformer`` (the encoder; its output is
-    a ``ModelOutput``), the encoder's own layers such as
-    ``transformer.encoder.layer.5``, and ``embedding`` (the pooled sentence
-    vector that feeds the head, shape (batch, hidden)).
+    Named layers for extraction are ``transformer`` (the encoder, whose
+    output is a ``ModelOutput``) and the encoder's own layers such as
+    ``transformer.encoder.layer.5``. The layer ``embedding`` outputs the
+    pooled sentence vector that feeds the head, shape (batch, hidden).
 
     Parameters
     ----------
@@ -191,8 +191,8 @@ def extract_texts(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Run the model over packed texts and return embeddings, predictions and confidences.
 
-    The hook on ``layer`` handles tensor, tuple and ``ModelOutput`` outputs;
-    for a (batch, tokens, hidden) output, ``"mean"`` averages the unmasked
+    The hook on ``layer`` handles tensor, tuple and ``ModelOutput`` outputs.
+    For a (batch, tokens, hidden) output, ``"mean"`` averages the unmasked
     tokens and ``"first"`` takes the first one.
 
     Parameters

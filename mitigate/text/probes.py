@@ -1,12 +1,12 @@
 """Text probes: find the words that pull inputs into a cluster, then test them.
 
-Attribution is leave-one-word-out: for every probed member and every
-distinct word in it, the word is deleted (all its occurrences) and the
+Attribution is leave-one-word-out. For every probed member and every
+distinct word in it, the word is deleted (all its occurrences). The
 increase of the member's distance to the cluster centroid, relative to the
 mean distance before, is credited to the word. A word's score is the sum of
-its credits over the probed members divided by their number, so a word that
-is in every member and moves each one far ranks first, and a content word
-that matters to one member only ranks low.
+its credits over the probed members divided by their number. A word that
+is in every member and moves each one far therefore ranks first, and a
+content word that matters to one member only ranks low.
 
 Template probes then test the top words causally, on real texts:
 
@@ -237,7 +237,7 @@ def probe_text_cluster(
     """Find and test the words that pull inputs into the clusters ``attractor_ids``.
 
     The ``top_tokens`` words with the highest attribution are each tested
-    with template probes; the word reported as ``token`` is the causal one
+    with template probes. The word reported as ``token`` is the causal one
     with the highest exit plus entry rate, or the top attributed word when
     none is causal.
 

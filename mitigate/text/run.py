@@ -1,12 +1,12 @@
 """The ``mitigate run`` loop for text recipes (``[data] modality = "text"``).
 
-The stages mirror the image loop in :mod:`mitigate.run`: load and plant,
-fine-tune, extract and detect on the audit split, probe with word
-attribution and template probes, diagnose, remedy with counterfactual text
-augmentation, retrain, verify on the same audit texts with the same
-scores, and write the report. The planted ground truth is used for the
-worst-group groups and the evaluation only; detection, probes and the
-remedy never see it.
+The stages mirror the image loop in :mod:`mitigate.run`. The loop loads
+and plants the texts, fine-tunes, extracts and detects on the audit split,
+and probes with word attribution and template probes. It then diagnoses,
+applies counterfactual text augmentation, retrains, verifies on the same
+audit texts with the same scores, and writes the report. The planted
+ground truth is used for the worst-group groups and the evaluation only,
+and detection, probes and the remedy never see it.
 """
 
 from __future__ import annotations
@@ -143,7 +143,7 @@ def _check_text_recipe(recipe: Recipe) -> None:
         raise RecipeError(f"[model] pooling = {model['pooling']!r} is not available for text; "
                           "use 'mean' or 'first'")
     if recipe["data"]["dataset"] not in ("wordnet", "from_disk"):
-        raise RecipeError(f"[data] dataset = {recipe['data']['dataset']!r} holds images; text recipes "
+        raise RecipeError(f"[data] dataset = {recipe['data']['dataset']!r} contains images; text recipes "
                           "take 'wordnet' or 'from_disk'")
 
 

@@ -22,7 +22,7 @@ from mitigate.data import DataNotFoundError
 
 logger = logging.getLogger(__name__)
 
-# Where Debian's wordnet-base installs the noun data file.
+# Default folder of the WordNet database, as Debian's wordnet-base installs it.
 DEFAULT_WORDNET_DIR = Path("/usr/share/wordnet")
 NOUN_FILE = "data.noun"
 
