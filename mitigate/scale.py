@@ -14,14 +14,15 @@ reduced space (after the detector's own PCA) goes through these steps:
    coordinates of every sample row (the caller's clustering function, so its
    parameters apply to sample rows).
 4. Every other row is placed from its ``n_neighbors`` nearest sample rows,
-   found with UMAP's approximate neighbour index (pynndescent) and weighted
-   by UMAP's membership strengths. Its coordinates are the weighted mean of
+   found by an exact (brute-force) search and weighted by UMAP's membership
+   strengths. Its coordinates are the weighted mean of
    the neighbours' coordinates, which is UMAP's own starting point for
    ``transform`` without the refinement epochs. Its cluster is the weighted
    vote of the neighbours' clusters, noise included.
 
-Past the sample, the cost is one k-means prediction and one approximate
-neighbour query per row, so it grows about as ``n log(sample_size)``. Every
+Past the sample, the cost is one k-means prediction and one exact
+neighbour search over the sample per row, so it grows as
+``n * sample_size``. Every
 choice is returned in ``settings`` for the report. Scores (ACS, entropy,
 concentration, accuracy) are still computed on every row of the original
 embeddings.
@@ -54,7 +55,7 @@ STRATA_FIT_ROWS = 20_000
 # the sample (400), so the boost alone cannot create a cluster.
 MIN_STRATUM_SHARE = 0.25
 
-# Rows placed per call of UMAP's transform; bounds the memory of one call.
+# Rows placed (or assigned a stratum) per call; bounds the memory of one call.
 PLACE_CHUNK_ROWS = 65_536
 
 
@@ -226,7 +227,7 @@ def cluster_by_sample(
     coords[sample.rows] = sample_coords
     cluster_ids[sample.rows] = sample_ids
     rest = np.setdiff1d(np.arange(n_rows), sample.rows, assume_unique=True)
-    n_unplaced = _place_rows(space, rest, reducer, distinct_ids, coords, cluster_ids)
+    n_unplaced = _place_rows(space, rest, reducer, distinct, distinct_ids, coords, cluster_ids)
     logger.info("sampled path: %d other rows placed (%.1f s)", rest.size, time.perf_counter() - started)
 
     settings.update(
@@ -234,7 +235,7 @@ def cluster_by_sample(
         n_neighbors=int(reducer.n_neighbors),
         n_components=int(n_components),
         min_dist=float(min_dist),
-        neighbour_search="pynndescent (approximate), through umap-learn",
+        neighbour_search="exact (brute force over the distinct sample rows)",
         clustered_rows="the sample; HDBSCAN settings count sample rows",
         placement="other rows: membership-weighted mean of the coordinates and weighted vote "
                   f"of the clusters of their {int(reducer.n_neighbors)} nearest sample rows",
@@ -269,10 +270,6 @@ def _fit_umap(rows: np.ndarray, *, n_neighbors: int, n_components: int, min_dist
             min_dist=min_dist,
             random_state=random_state,
             init="spectral" if rows.shape[0] > n_components + 2 else "random",
-            # Below 4096 fitted rows umap-learn 0.5 computes exact distances
-            # from every placed row to every fitted row in one dense matrix.
-            # The neighbour index keeps memory at n_neighbors per placed row.
-            force_approximation_algorithm=True,
         )
         reducer.fit(rows)
     if not np.isfinite(reducer.embedding_).all():
@@ -280,28 +277,44 @@ def _fit_umap(rows: np.ndarray, *, n_neighbors: int, n_components: int, min_dist
     return reducer
 
 
-def _place_rows(space, rows, reducer, distinct_ids, coords, cluster_ids) -> int:
+def _place_rows(space, rows, reducer, distinct, distinct_ids, coords, cluster_ids) -> int:
     """Fill ``coords`` and ``cluster_ids`` of ``rows`` from their sample neighbours.
+
+    The neighbours are exact: a brute-force search over the distinct sample
+    rows (``distinct``), in the reduced space. UMAP's own ``transform``
+    queries its approximate index instead, which on the 100k benchmark gave a
+    few rows of a tight, well-separated cluster the neighbours of another one.
+    The weights are UMAP's membership strengths for new points, computed from
+    those distances as ``transform`` computes them.
 
     Returns the number of rows that had no neighbour with a positive weight;
     they get NaN coordinates and the noise label.
     """
     import scipy.sparse
+    from sklearn.neighbors import NearestNeighbors
+    from umap.umap_ import compute_membership_strengths, smooth_knn_dist
 
     from mitigate.constants import NOISE_LABEL
 
+    n_neighbors = int(reducer.n_neighbors)
+    search = NearestNeighbors(n_neighbors=n_neighbors, algorithm="brute").fit(distinct)
     values, codes = np.unique(distinct_ids, return_inverse=True)
     one_hot = scipy.sparse.csr_matrix(
         (np.ones(codes.size, dtype=np.float32), (np.arange(codes.size), codes)),
         shape=(codes.size, values.size),
     )
-    # In "graph" mode transform returns the membership strengths between the
-    # new rows and the fitted rows (shape (n_new, n_fitted)), not coordinates.
-    reducer.set_params(transform_mode="graph")
+    # transform's local connectivity for new points, see umap.UMAP.transform.
+    local_connectivity = max(0.0, float(reducer.local_connectivity) - 1.0)
     n_unplaced = 0
     for start in range(0, rows.size, PLACE_CHUNK_ROWS):
         chunk = rows[start:start + PLACE_CHUNK_ROWS]
-        graph = reducer.transform(space[chunk]).tocsr()
+        distances, indices = search.kneighbors(np.asarray(space[chunk], dtype=np.float32))
+        distances = distances.astype(np.float32, order="C")
+        sigmas, rhos = smooth_knn_dist(distances, float(n_neighbors), local_connectivity=local_connectivity)
+        graph_rows, graph_cols, weights, _ = compute_membership_strengths(
+            indices.astype(np.int32), distances, sigmas, rhos, bipartite=True)
+        graph = scipy.sparse.csr_matrix((weights, (graph_rows, graph_cols)),
+                                        shape=(chunk.size, distinct.shape[0]))
         weight_sums = np.asarray(graph.sum(axis=1)).ravel()
         placed = weight_sums > 0
         n_unplaced += int(np.sum(~placed))
@@ -311,7 +324,6 @@ def _place_rows(space, rows, reducer, distinct_ids, coords, cluster_ids) -> int:
         mean = (graph @ reducer.embedding_) / np.where(placed, weight_sums, 1.0)[:, None]
         mean[~placed] = np.nan
         coords[chunk] = mean
-    reducer.set_params(transform_mode="embedding")
     if n_unplaced:
         warnings.warn(
             f"{n_unplaced} row(s) had no sample neighbour with a positive weight; they are "

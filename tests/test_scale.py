@@ -44,6 +44,30 @@ def test_sampled_path_finds_planted_attractor():
     assert np.isfinite(detector.coords_).all()
 
 
+def test_placed_rows_join_own_blob():
+    # Two tight, far-apart blobs: every placed row must land in its own blob's
+    # cluster. An approximate neighbour search can miss a few such rows.
+    from mitigate.scale import cluster_by_sample
+
+    rng = np.random.default_rng(4)
+    centres = np.zeros((2, 8))
+    centres[1, 0] = 50.0
+    truth = np.repeat([0, 1], 3000)
+    space = (centres[truth] + rng.normal(scale=0.5, size=(truth.size, 8))).astype(np.float32)
+
+    def two_clusters(coords):
+        from sklearn.cluster import KMeans
+        return KMeans(n_clusters=2, n_init=4, random_state=0).fit_predict(coords).astype(np.int64)
+
+    result = cluster_by_sample(space, cluster=two_clusters, sample_size=600, random_state=0)
+    placed = np.setdiff1d(np.arange(truth.size), result.sample_rows)
+    sample_ids, sample_truth = result.cluster_ids[result.sample_rows], truth[result.sample_rows]
+    sample_cluster_of_blob = {b: np.bincount(sample_ids[sample_truth == b]).argmax() for b in (0, 1)}
+    expected = np.array([sample_cluster_of_blob[b] for b in truth[placed]])
+    np.testing.assert_array_equal(result.cluster_ids[placed], expected)
+    assert result.settings["neighbour_search"].startswith("exact")
+
+
 def test_detector_rejects_tiny_sample_size():
     with pytest.raises(ValueError, match="sample_size must be at least 64, got 10"):
         AttractorDetector(sample_size=10).fit(np.zeros((10, 2)))
