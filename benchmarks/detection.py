@@ -421,7 +421,7 @@ def _diagnose(attractor, detector, benchmark, model, embeddings, *, seed: int):
 SWEEP = {
     "acs_threshold": (1.0, 1.1, 1.25, 1.5, 2.0),
     "entropy_threshold": (0.2, 0.3, 0.4, 0.5),
-    "concentration_threshold": (0.5, 0.6, 0.7, 0.8, 0.9),
+    "concentration_threshold": (0.5, 0.6, 0.65, 0.7, 0.8, 0.9),
     "accuracy_gap": (0.1, 0.2, 0.3, 0.4),
     "MIN_PULLED_SHARE": (0.0, 0.02, 0.05, 0.1, 0.15),
 }

@@ -196,6 +196,23 @@ def _check(name, passed, detail, before, after, limit) -> dict:
             "before": _num(before), "after": _num(after), "limit": _num(limit)}
 
 
+def reach_mask(finding, cluster_labels: np.ndarray) -> np.ndarray:
+    """Return the attractor's reach: its members and every cluster that its feature keeps together.
+
+    The members are the flagged cluster, the set whose ACS is measured before
+    and after. A spurious feature can also hold inputs of other classes in
+    clusters of their own: footwear that carries the square sits apart from
+    the top-wear that the square funnels into the attractor. The probe lists
+    those clusters (``feature_clusters``: removing the feature moves at least
+    ``EXIT_RATE`` of their members out), and the reach adds them. It equals
+    the member set when the probe found no other such cluster.
+    """
+    reach = finding.mask.copy()
+    if finding.probe is not None and finding.probe.feature_clusters:
+        reach |= np.isin(cluster_labels, finding.probe.feature_clusters)
+    return reach
+
+
 def attractor_record(index, finding, before, after, labels, data, is_primary, checks) -> dict:
     """Return the report.json record of one attractor."""
     cluster = finding.cluster
@@ -208,9 +225,10 @@ def attractor_record(index, finding, before, after, labels, data, is_primary, ch
         acs_after, reason = scores.acs_or_reason(after["embeddings"], finding.mask, labels)
         accuracy_after = scores.accuracy(labels[members], after["predictions"][members])
     probe = finding.probe.to_dict() if finding.probe is not None else None
+    reach = reach_mask(finding, before["detector"].labels_)
     if probe is not None and finding.probe.feature_clusters:
-        pulled = finding.mask | np.isin(before["detector"].labels_, finding.probe.feature_clusters)
-        probe["extended_member_count"] = int(pulled.sum())
+        probe["extended_member_count"] = int(reach.sum())
+    reach_rows = np.flatnonzero(reach)
     verified = None
     if is_primary and after is not None:
         verified = all(c["passed"] for c in checks)
@@ -220,6 +238,8 @@ def attractor_record(index, finding, before, after, labels, data, is_primary, ch
         "cluster_ids": [int(i) for i in cluster.cluster_ids],
         "member_count": int(members.size),
         "member_ids": [int(i) for i in members],
+        "reach_member_count": int(reach_rows.size),
+        "reach_member_ids": [int(i) for i in reach_rows],
         "classes": {str(names[k]): int(n) for k, n in zip(classes, counts)},
         "acs_before": _num(cluster.acs),
         "acs_after": _num(acs_after),

@@ -157,7 +157,7 @@ class AttractorDetector:
         Without labels, the smallest ratio of a cluster's ACS to the median
         ACS of the other clusters that flags it.
     entropy_threshold : float, default=0.3
-    concentration_threshold : float, default=0.7
+    concentration_threshold : float, default=0.6
     accuracy_gap : float, default=0.2
         Flagging thresholds; see above.
     nonfinite : {"raise", "drop"}, default="raise"
@@ -216,7 +216,7 @@ class AttractorDetector:
         acs_threshold: float | None = None,
         relative_acs_threshold: float = DEFAULT_RELATIVE_ACS_THRESHOLD,
         entropy_threshold: float = 0.3,
-        concentration_threshold: float = 0.7,
+        concentration_threshold: float = 0.6,
         accuracy_gap: float = 0.2,
         nonfinite: str = "raise",
         random_state: int = 0,

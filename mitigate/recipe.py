@@ -93,7 +93,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "min_cluster_size": _k(int, 0, minimum=0, help="0 picks max(15, n // 50)"),
         "acs_threshold": _k(NUMBER, 0.0, minimum=0.0, help="0 picks the default for the ACS reference"),
         "entropy_threshold": _k(NUMBER, 0.3, minimum=0.0, maximum=1.0),
-        "concentration_threshold": _k(NUMBER, 0.7, minimum=0.0, maximum=1.0),
+        "concentration_threshold": _k(NUMBER, 0.6, minimum=0.0, maximum=1.0),
         "accuracy_gap": _k(NUMBER, 0.2, minimum=0.0, maximum=1.0),
         "seed": _k(int, 0),
     },

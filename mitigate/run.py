@@ -14,6 +14,7 @@ from mitigate.audit import (
     cluster_snapshot,
     environment_info,
     new_audit,
+    reach_mask,
     verification_checks,
     write_report,
 )
@@ -317,6 +318,5 @@ def _evaluate(audit, data, findings, cluster_labels) -> None:
     core = scores.precision_recall_f1(primary.mask, data.planted_audit)
     extended = None
     if primary.probe is not None and primary.probe.feature_clusters:
-        pulled = primary.mask | np.isin(cluster_labels, primary.probe.feature_clusters)
-        extended = scores.precision_recall_f1(pulled, data.planted_audit)
+        extended = scores.precision_recall_f1(reach_mask(primary, cluster_labels), data.planted_audit)
     audit["evaluation"] = {"planted_group": data.plant_description, "core": core, "extended": extended}

@@ -33,6 +33,12 @@ def test_reduced_recipe_mitigates_planted_attractor(tmp_path, capsys):
     extended = audit["evaluation"]["extended"]
     assert extended["precision"] >= 0.8
     assert extended["recall"] >= 0.8
+    # The reach in the record is the set that the "extended" evaluation scored:
+    # the members plus the clusters the probe tied to the same feature.
+    members, reach = set(attractor["member_ids"]), set(attractor["reach_member_ids"])
+    assert members < reach
+    assert attractor["reach_member_count"] == len(reach)
+    assert attractor["probe"]["extended_member_count"] == len(reach)
 
     assert (out / "report.html").stat().st_size > 10_000
     assert (out / "report.md").is_file()

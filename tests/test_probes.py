@@ -9,6 +9,7 @@ from mitigate.probes import (
     locate_region,
     occlusion_attribution,
     probe_image_cluster,
+    refine_box,
 )
 from mitigate.remedies import REMEDY_TABLE, choose_remedy, counterfactual_augment_images
 
@@ -79,6 +80,49 @@ def test_probe_rejects_non_causal_region():
     probe = probe_image_cluster(images, clusters, [1], centre_embed(images), embed=centre_embed,
                                 assign=fixed_assign, cell=4)
     assert not probe.causal
+
+
+def code_world(n=200, seed=0):
+    """Every image carries a 2x2 code in the top-left corner; the members' code is [1, 0; 0, 1]."""
+    rng = np.random.default_rng(seed)
+    images = np.zeros((n, 1, 28, 28), dtype=np.float32)
+    images[:, :, 8:20, 8:20] = rng.random((n, 1, 12, 12)) * 0.8
+    is_member = np.arange(n) % 2 == 0
+    images[is_member, 0, 1:3, 1:3] = [[1.0, 0.0], [0.0, 1.0]]
+    images[~is_member, 0, 1:3, 1:3] = [[0.0, 1.0], [1.0, 0.0]]
+    return images, is_member
+
+
+def code_embed(images):
+    return images[:, 0, 1:3, 1:3].reshape(len(images), -1)
+
+
+def code_assign(embeddings):
+    # Anything but the other inputs' code reads as the members' code, blank included.
+    other_code = np.array([0.0, 1.0, 1.0, 0.0])
+    return (np.abs(embeddings - other_code).sum(axis=1) > 1.0).astype(int)
+
+
+def test_probe_swap_removes_stamped_code():
+    images, is_member = code_world()
+    probe = probe_image_cluster(images, is_member.astype(int), [1], code_embed(images),
+                                embed=code_embed, assign=code_assign, cell=2)
+    assert probe.fill_exit_rate == 0.0
+    assert probe.swap_exit_rate == 1.0
+    assert probe.exit_rate == 1.0
+
+
+def test_refine_box_skips_varying_pixels():
+    rng = np.random.default_rng(0)
+    members = np.zeros((100, 1, 10, 10))
+    members[:, 0, 0:2, 0:2] = 1.0                          # the same mark on every member
+    members[:, 0, 2:5, 0:5] = 0.3 + 0.7 * rng.random((100, 3, 5))  # garment: varies, brighter on average
+    others = np.zeros((100, 1, 10, 10))
+    member_mean, other_mean = members.mean(axis=0), others.mean(axis=0)
+
+    assert refine_box((0, 0, 5, 5), member_mean, other_mean, margin=1) == (0, 0, 5, 5)
+    refined = refine_box((0, 0, 5, 5), member_mean, other_mean, margin=1, member_std=members.std(axis=0))
+    assert refined == (0, 0, 2, 2)
 
 
 def test_feature_clusters_found():
