@@ -316,7 +316,6 @@ def _evaluate(audit, data, findings, cluster_labels) -> None:
         return
     primary = findings[0]
     core = scores.precision_recall_f1(primary.mask, data.planted_audit)
-    extended = None
-    if primary.probe is not None and primary.probe.feature_clusters:
-        extended = scores.precision_recall_f1(reach_mask(primary, cluster_labels), data.planted_audit)
+    # The reach equals the members when the probes tied no other cluster to the feature.
+    extended = scores.precision_recall_f1(reach_mask(primary, cluster_labels), data.planted_audit)
     audit["evaluation"] = {"planted_group": data.plant_description, "core": core, "extended": extended}
