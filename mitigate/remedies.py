@@ -191,6 +191,11 @@ class ArtifactStripper:
     ``kind="pattern"`` subtracts from every image its projection on a fixed
     ``pattern`` (shape (C, H, W)) when the projection is positive, which
     removes an additive watermark or noise pattern of any strength.
+    ``kind="pixels"`` fills with ``fill``, in every image, the pixels where
+    ``pattern`` (then a 0/1 mask of shape (C, H, W)) is 1. Where an added
+    pattern was clipped at the pixel range, subtraction leaves a trace, and
+    a retrained model finds it again. Filling the pixels in every image
+    leaves none, at the cost of their content.
     """
 
     kind: str
@@ -211,8 +216,11 @@ class ArtifactStripper:
             norm = float(flat_pattern @ flat_pattern)
             coefficient = np.clip(array.reshape(len(array), -1) @ flat_pattern / max(norm, 1e-12), 0, None)
             result = array - coefficient[:, None, None, None] * self.pattern[None].astype(np.float32)
+        elif self.kind == "pixels":
+            result = np.where(self.pattern[None].astype(bool), np.float32(self.fill), array)
         else:
-            raise ValueError(f"invalid artifact stripper kind {self.kind!r}; expected 'mask' or 'pattern'")
+            raise ValueError(
+                f"invalid artifact stripper kind {self.kind!r}; expected 'mask', 'pattern' or 'pixels'")
         result = result.astype(np.float32)
         return torch.from_numpy(result).to(images.device) if is_tensor else result
 
@@ -246,13 +254,18 @@ class ArtifactStripper:
 
 def derive_stripper(probe, member_images: np.ndarray, other_images: np.ndarray, *,
                     image_area: int, fill: float = 0.0, localized_area: float = 0.25) -> ArtifactStripper:
-    """Build the stripper from probe evidence: mask a small region, else remove a pattern.
+    """Build the stripper from probe evidence: mask a small region, else the pattern's pixels.
 
-    A located region covering at most ``localized_area`` of the image is
-    masked. A larger one is treated as a diffuse pattern, estimated as the
+    A causal located region (``probe.causal``) covering at most
+    ``localized_area`` of the image is masked. Otherwise (a larger region, or
+    a diagnosis that rests on the pattern probe) the artifact is treated as
+    a diffuse pattern, estimated as the
     difference between the members' mean image and the other inputs' mean.
+    The pixels where that difference reaches half its largest magnitude are
+    then filled in every image (``kind="pixels"``).
     """
-    if probe is not None and probe.box[2] * probe.box[3] <= localized_area * image_area:
+    if probe is not None and probe.causal and probe.box[2] * probe.box[3] <= localized_area * image_area:
         return ArtifactStripper(kind="mask", box=tuple(int(v) for v in probe.box), fill=fill)
-    pattern = member_images.mean(axis=0) - other_images.mean(axis=0)
-    return ArtifactStripper(kind="pattern", pattern=pattern.astype(np.float32))
+    difference = np.abs(member_images.mean(axis=0) - other_images.mean(axis=0))
+    mask = difference >= 0.5 * difference.max() if difference.max() > 0 else np.zeros_like(difference, bool)
+    return ArtifactStripper(kind="pixels", pattern=mask.astype(np.float32), fill=fill)

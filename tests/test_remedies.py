@@ -46,14 +46,27 @@ def test_stripper_accepts_tensors_and_roundtrips(tmp_path):
 def test_derive_stripper_mask_or_pattern():
     class Probe:
         box = (0, 0, 2, 2)
+        causal = True
 
     members = np.ones((4, 1, 8, 8), dtype=np.float32)
     others = np.zeros((4, 1, 8, 8), dtype=np.float32)
     assert derive_stripper(Probe(), members, others, image_area=64).kind == "mask"
     Probe.box = (0, 0, 8, 8)
-    pattern = derive_stripper(Probe(), members, others, image_area=64)
-    assert pattern.kind == "pattern"
-    assert pattern.pattern.shape == (1, 8, 8)
+    pixels = derive_stripper(Probe(), members, others, image_area=64)
+    assert pixels.kind == "pixels"
+    Probe.box, Probe.causal = (0, 0, 2, 2), False
+    assert derive_stripper(Probe(), members, others, image_area=64).kind == "pixels"
+    assert pixels.pattern.shape == (1, 8, 8)
+
+
+def test_pixel_stripper_erases_clipped_pattern():
+    rng = np.random.default_rng(1)
+    mask = (rng.random((1, 8, 8)) < 0.3).astype(np.float32)
+    clean = rng.random((6, 1, 8, 8)).astype(np.float32)
+    marked = np.clip(clean + 0.8 * mask, 0, 1)
+    stripper = ArtifactStripper(kind="pixels", pattern=mask)
+    np.testing.assert_array_equal(stripper(marked)[:, :, mask[0] > 0], stripper(clean)[:, :, mask[0] > 0])
+    np.testing.assert_array_equal(stripper(marked)[:, :, mask[0] == 0], clean[:, :, mask[0] == 0])
 
 
 @pytest.mark.parametrize("remedy", REGULARIZER_REMEDIES)
