@@ -200,8 +200,8 @@ def reach_mask(finding, cluster_labels: np.ndarray) -> np.ndarray:
     """Return the attractor's reach: its members and every cluster that its feature keeps together.
 
     The members are the flagged cluster, the set whose ACS is measured before
-    and after. A spurious feature can also hold inputs of other classes in
-    clusters of their own: footwear that carries the square sits apart from
+    and after. A spurious feature can also keep inputs of other classes
+    together in clusters of their own: footwear that carries the square sits apart from
     the top-wear that the square funnels into the attractor. The probe lists
     those clusters (``feature_clusters``: removing the feature moves at least
     ``EXIT_RATE`` of their members out), and the reach adds them. It equals

@@ -43,8 +43,8 @@ CONTROL_LIMIT = 0.2
 # units (images in [0, 1]), so that constant pixels do not divide by zero.
 CONSISTENCY_FLOOR = 0.05
 # Share of the largest consistency-weighted contrast that a pixel needs to
-# stay in the refined box. On the planted code benchmark the code's cells
-# scored 1.9 to 15 and the garment next to it at most 0.9.
+# stay in the refined box. In two runs of the planted code benchmark the code's
+# cells scored 1.9 to 15 and the garment next to it at most 0.9.
 CONSISTENT_KEEP = 0.25
 
 

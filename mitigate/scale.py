@@ -292,6 +292,7 @@ def _place_rows(space, rows, reducer, distinct, distinct_ids, coords, cluster_id
     """
     import scipy.sparse
     from sklearn.neighbors import NearestNeighbors
+    # NOTE: module-level functions of umap-learn 0.5, not its documented API.
     from umap.umap_ import compute_membership_strengths, smooth_knn_dist
 
     from mitigate.constants import NOISE_LABEL

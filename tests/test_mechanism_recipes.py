@@ -41,6 +41,14 @@ def _check(audit: dict, name: str) -> dict:
     return next(c for c in audit["verification"]["checks"] if c["name"] == name)
 
 
+def _small_recipe(name: str, *, audit_limit: int = 100):
+    """Load a recipe limited to 100 training images, for tests that stop at data loading."""
+    recipe = load_recipe(ROOT / "recipes" / f"{name}.toml")
+    recipe.settings["data"]["train_limit"] = 100
+    recipe.settings["data"]["audit_limit"] = audit_limit
+    return recipe
+
+
 @pytest.mark.parametrize("name, kind", [
     ("collapse_bottleneck", "representational_collapse"),
     ("starvation_code", "gradient_starvation"),
@@ -54,9 +62,7 @@ def test_mechanism_recipe_parses(name, kind):
 
 @needs_fashion
 def test_plant_model_kwargs_conflict_rejected(tmp_path):
-    recipe = load_recipe(ROOT / "recipes/collapse_bottleneck.toml")
-    recipe.settings["data"]["train_limit"] = 100
-    recipe.settings["data"]["audit_limit"] = 100
+    recipe = _small_recipe("collapse_bottleneck")
     recipe.settings["model"]["kwargs"] = {"embedding_dim": 64}
     with pytest.raises(ValueError, match="embedding_dim = 64 conflicts with .* needs embedding_dim = 3"):
         load_audit_data(recipe, None)
@@ -64,9 +70,7 @@ def test_plant_model_kwargs_conflict_rejected(tmp_path):
 
 @needs_fashion
 def test_plant_options_need_planted_kind():
-    recipe = load_recipe(ROOT / "recipes/fashion_patch.toml")
-    recipe.settings["data"]["train_limit"] = 100
-    recipe.settings["data"]["audit_limit"] = 100
+    recipe = _small_recipe("fashion_patch")
     recipe.settings["plant"]["options"] = {"stuck_class": 1}
     with pytest.raises(ValueError, match="kind = 'spurious_square' takes no options"):
         load_audit_data(recipe, None)
@@ -74,9 +78,7 @@ def test_plant_options_need_planted_kind():
 
 @needs_fashion
 def test_unknown_plant_option_named():
-    recipe = load_recipe(ROOT / "recipes/starvation_code.toml")
-    recipe.settings["data"]["train_limit"] = 100
-    recipe.settings["data"]["audit_limit"] = 100
+    recipe = _small_recipe("starvation_code")
     recipe.settings["plant"]["options"] = {"stuck_clas": 1}
     with pytest.raises(ValueError, match=r"unknown option\(s\) \['stuck_clas'\]"):
         load_audit_data(recipe, None)
@@ -84,9 +86,7 @@ def test_unknown_plant_option_named():
 
 @needs_fashion
 def test_collapse_truth_waits_for_embeddings():
-    recipe = load_recipe(ROOT / "recipes/collapse_bottleneck.toml")
-    recipe.settings["data"]["train_limit"] = 100
-    recipe.settings["data"]["audit_limit"] = 50
+    recipe = _small_recipe("collapse_bottleneck", audit_limit=50)
     data = load_audit_data(recipe, None)
     assert data.planted_audit is None
     assert data.model_kwargs == {"embedding_dim": 3}
