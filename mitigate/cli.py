@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -209,6 +210,7 @@ def _cmd_run(args) -> int:
         logger.error("%s", err)
         return EXIT_USAGE
 
+    created = not args.out.exists()
     _configure_logging(args, args.out / "run.log")
     from mitigate.data import DataNotFoundError
     from mitigate.pipeline import OutputFolderError
@@ -219,6 +221,11 @@ def _cmd_run(args) -> int:
                            progress=not args.quiet)
     except (OutputFolderError, DataNotFoundError, RecipeError) as err:
         logger.error("%s", err)
+        if created:
+            # These errors come before any training: remove the folder this command made,
+            # so that a fixed command starts clean and nothing half-written is left.
+            _configure_logging(args, None)
+            shutil.rmtree(args.out, ignore_errors=True)
         return EXIT_USAGE
     except KeyboardInterrupt:
         logger.error("interrupted; no report was written. Run the same command again to resume "

@@ -48,3 +48,15 @@ def test_out_folder_of_other_recipe_refused(tmp_path, capsys):
     code = main(["run", str(ROOT / "recipes/fashion_patch.toml"), "--out", str(out)])
     assert code == 2
     assert "holds a run of a different recipe ('old')" in capsys.readouterr().err
+    # The user's folder is kept as it was.
+    assert json.loads((out / "work" / "state.json").read_text())["recipe"] == "old"
+
+
+def test_missing_data_leaves_no_new_folder(tmp_path, capsys):
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    out = tmp_path / "out"
+    code = main(["run", str(ROOT / "recipes/starvation_code.toml"), "--out", str(out), "--data-dir", str(empty)])
+    assert code == 2
+    assert "dataset-fashion-mnist" in capsys.readouterr().err
+    assert not out.exists()
