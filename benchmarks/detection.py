@@ -11,7 +11,7 @@ embeddings of the audit images and runs three detectors on them:
   plain ACS (against all rows, no labels) exceeds 2.0, the rule the source
   description states;
 - ours without labels or predictions, for the spurious-correlation and
-  collapse mechanisms.
+  collapse mechanisms and the clean control.
 
 Each flagged attractor is compared with the planted member set; the table
 reports precision, recall and F1 of the best-matching one. The best-matching
@@ -54,9 +54,10 @@ logger = logging.getLogger("benchmarks.detection")
 
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE_ACS = 2.0
-# Mechanisms whose no-label detection is reported. The other mechanisms need
-# labels to be distinguished from natural classes.
-UNLABELLED_MECHANISMS = ("spurious_correlation", "representational_collapse")
+# Mechanisms whose no-label detection is reported, with the clean control as
+# its null control. The other mechanisms need labels to be distinguished from
+# natural classes.
+UNLABELLED_MECHANISMS = ("spurious_correlation", "representational_collapse", "clean")
 DEFAULT_SEEDS = (0, 1, 2, 3, 4)
 # Targets: median F1 per planted mechanism, seeds with the right root cause,
 # and attractors flagged on the clean control.
@@ -526,10 +527,15 @@ def check_targets(summary: dict) -> list:
     for mechanism, entry in summary.items():
         n_seeds = len(entry["seeds"])
         if mechanism == "clean":
-            flagged = entry["ours"]["flagged"]
-            if any(flagged):
-                failures.append(f"clean control: attractors flagged per seed {flagged}, expected none")
+            for side, name in (("ours", "clean control"), ("unlabelled", "clean control without labels")):
+                flagged = entry[side]["flagged"] if side in entry else []
+                if any(flagged):
+                    failures.append(f"{name}: attractors flagged per seed {flagged}, expected none")
             continue
+        if "unlabelled" in entry:
+            f1 = entry["unlabelled"]["median_f1"]
+            if f1 is None or f1 < TARGET_F1:
+                failures.append(f"{mechanism} without labels: median F1 {_num(f1)} below {TARGET_F1}")
         f1 = entry["ours"]["median_f1"]
         if f1 is None or f1 < TARGET_F1:
             failures.append(f"{mechanism}: median F1 {_num(f1)} below {TARGET_F1}")
@@ -556,7 +562,7 @@ def markdown_tables(summary: dict, results: list) -> str:
             f"| {mechanism} | {_figures(entry['ours'])} | {_figures(entry['extended'])} | {cause} "
             f"| {_counts(entry['ours'])} "
             f"| {_figures(entry['baseline'])} | {_counts(entry['baseline'])} "
-            f"| {_num(unlabelled['median_f1']) if unlabelled else 'not run'} "
+            f"| {_unlabelled_cell(mechanism, unlabelled)} "
             f"| {entry['detect_seconds']:.0f} | {entry['detect_peak_mib']:.0f} |"
         )
     lines += [
@@ -569,7 +575,10 @@ def markdown_tables(summary: dict, results: list) -> str:
     for r in results:
         ours, baseline = r["ours"], r["baseline"]
         cause = r["diagnosis"]["cause"] if "diagnosis" in r else "n/a"
-        unlabelled = _num(r["unlabelled"]["f1"]) if "unlabelled" in r else "not run"
+        unlabelled = "not run"
+        if "unlabelled" in r:
+            unlabelled = (f"{r['unlabelled']['n_flagged']} flagged" if r["mechanism"] == "clean"
+                          else _num(r["unlabelled"]["f1"]))
         lines.append(
             f"| {r['mechanism']} | {r['seed']} | {r['n_truth'] if r['n_truth'] is not None else 'n/a'} "
             f"| {r['model_accuracy']:.3f} | {ours['n_flagged']} "
@@ -579,6 +588,14 @@ def markdown_tables(summary: dict, results: list) -> str:
             f"| {r['detect_seconds']:.0f} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _unlabelled_cell(mechanism: str, unlabelled) -> str:
+    if not unlabelled:
+        return "not run"
+    if mechanism == "clean":
+        return "flagged " + _counts(unlabelled)
+    return _num(unlabelled["median_f1"])
 
 
 def _figures(side: dict) -> str:

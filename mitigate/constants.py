@@ -12,6 +12,12 @@ NOISE_LABEL = -1
 DEFAULT_ACS_THRESHOLD = 1.25
 DEFAULT_ACS_THRESHOLD_UNLABELLED = 2.0
 
+# The other flagging thresholds of mitigate.detect.AttractorDetector, also the
+# defaults of a recipe's [detect] section (docs/scores.md explains each).
+DEFAULT_ENTROPY_THRESHOLD = 0.3
+DEFAULT_CONCENTRATION_THRESHOLD = 0.6
+DEFAULT_ACCURACY_GAP = 0.2
+
 # A member set whose squared spread is under this fraction of the whole set's
 # spread is reported at the cap instead of as a division by (almost) zero. The
 # largest ACS value that can be reported is therefore 1 / ACS_FLOOR.

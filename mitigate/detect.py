@@ -15,8 +15,11 @@ import numpy as np
 
 from mitigate import scores
 from mitigate.constants import (
+    DEFAULT_ACCURACY_GAP,
     DEFAULT_ACS_THRESHOLD,
     DEFAULT_ACS_THRESHOLD_UNLABELLED,
+    DEFAULT_CONCENTRATION_THRESHOLD,
+    DEFAULT_ENTROPY_THRESHOLD,
     NOISE_LABEL,
 )
 from mitigate.validation import check_embeddings, check_fraction, check_int, check_labels
@@ -34,6 +37,15 @@ SMALL_SAMPLE_ROWS = 64
 # about 2.5 times closer together (root-mean-square distance) than those of a
 # typical cluster. See docs/scores.md for how the value was chosen.
 DEFAULT_RELATIVE_ACS_THRESHOLD = 6.5
+
+# Without labels, a cluster with at least this share of its members at one
+# identical embedding counts as collapsed and standing out, whatever its ACS:
+# distinct inputs that the model cannot tell apart at all. A 3-unit ReLU
+# layer sends 50% to 100% of the audit images to the all-zero embedding
+# (benchmarks/DETECTION.md), where the relative ACS cannot show it, because
+# every cluster of such a narrow space is tight. No planted or clean
+# benchmark model without collapse has two audit images at one embedding.
+POINT_MASS_SHARE = 0.5
 
 # A flagged cluster must pull at least MIN_PULLED_CLASSES classes, other than
 # its top prediction, into that prediction, each with at least MIN_PULLED_SHARE
@@ -82,6 +94,7 @@ class ClusterScores:
     prediction_reason: str | None = None
     accuracy: float | None = None
     accuracy_reason: str | None = None
+    point_share: float | None = None
     flagged: bool = False
     flag_reasons: list = field(default_factory=list)
 
@@ -92,6 +105,7 @@ class ClusterScores:
         # has no field for it.
         result.pop("relative_acs")
         result.pop("relative_acs_reason")
+        result.pop("point_share")
         members = self.members if ids is None else np.asarray(ids)[self.members]
         result["members"] = [_plain(v) for v in members]
         result["top_label"] = _plain(self.top_label)
@@ -126,7 +140,12 @@ class AttractorDetector:
     trained model as collapsed, so "collapsed" alone would flag every class.
     The "stands out" criterion flags only clusters much tighter than the
     other clusters, and needs at least 3 clusters; with fewer, nothing is
-    flagged and ``relative_acs_reason`` says why.
+    flagged by it and ``relative_acs_reason`` says why. One more rule holds
+    without labels: a cluster with at least ``POINT_MASS_SHARE`` of its
+    members at one identical embedding (``point_share``) counts as collapsed
+    and standing out, since the model cannot tell those inputs apart at all;
+    this is how a collapse of the whole space, where every cluster is tight
+    or the reference spread is zero, is still found.
 
     Parameters
     ----------
@@ -215,9 +234,9 @@ class AttractorDetector:
         min_samples: int | None = None,
         acs_threshold: float | None = None,
         relative_acs_threshold: float = DEFAULT_RELATIVE_ACS_THRESHOLD,
-        entropy_threshold: float = 0.3,
-        concentration_threshold: float = 0.6,
-        accuracy_gap: float = 0.2,
+        entropy_threshold: float = DEFAULT_ENTROPY_THRESHOLD,
+        concentration_threshold: float = DEFAULT_CONCENTRATION_THRESHOLD,
+        accuracy_gap: float = DEFAULT_ACCURACY_GAP,
         nonfinite: str = "raise",
         random_state: int = 0,
         large_n_threshold: int | None = 50_000,
@@ -292,7 +311,8 @@ class AttractorDetector:
         if label_codes is None:
             warnings.warn(
                 "no labels given: a cluster is flagged only when its ACS is at least "
-                f"{self.relative_acs_threshold} times the median of the other clusters, because "
+                f"{self.relative_acs_threshold} times the median of the other clusters, or when "
+                f"at least {POINT_MASS_SHARE:.0%} of its members share one embedding, because "
                 "natural classes also score a high ACS against all rows; an attractor that is "
                 "no tighter than a natural class is missed",
                 UserWarning,
@@ -575,6 +595,7 @@ class AttractorDetector:
         result = ClusterScores(cluster_id=min(ids), size=int(rows.size),
                                members=self._kept_index[rows], cluster_ids=list(ids))
         result.acs, result.acs_reason = scores.acs_or_reason(x, member_mask, label_codes)
+        result.point_share = _largest_point_share(x[rows])
 
         if label_codes is not None:
             try:
@@ -696,16 +717,21 @@ class AttractorDetector:
         )
 
     def _flag(self, cluster: ClusterScores) -> None:
-        checks = [("collapsed", cluster.acs is not None and cluster.acs >= self.acs_threshold_,
-                   f"ACS {_fmt(cluster.acs)} vs threshold {self.acs_threshold_}")]
+        at_one_point = self.acs_reference_ == "all rows" and cluster.point_share is not None \
+            and cluster.point_share >= POINT_MASS_SHARE
+        point_detail = (f"; {cluster.point_share:.0%} of members share one embedding "
+                        f"(at one point from {POINT_MASS_SHARE:.0%})") if at_one_point else ""
+        checks = [("collapsed", at_one_point or (cluster.acs is not None and cluster.acs >= self.acs_threshold_),
+                   f"ACS {_fmt(cluster.acs)} vs threshold {self.acs_threshold_}{point_detail}")]
         if self.acs_reference_ == "all rows":
             if cluster.relative_acs is None:
                 detail = f"relative ACS not defined: {cluster.relative_acs_reason}"
             else:
                 detail = (f"ACS {cluster.relative_acs:.1f} times the median of the other clusters "
                           f"vs {self.relative_acs_threshold}")
-            checks.append(("stands out", cluster.relative_acs is not None
-                           and cluster.relative_acs >= self.relative_acs_threshold, detail))
+            checks.append(("stands out", at_one_point or (
+                cluster.relative_acs is not None and cluster.relative_acs >= self.relative_acs_threshold),
+                detail + point_detail))
         if cluster.label_entropy is not None:
             checks.append(("mixed", cluster.label_entropy >= self.entropy_threshold,
                            f"label entropy {cluster.label_entropy:.2f} vs {self.entropy_threshold}"))
@@ -822,6 +848,14 @@ def _unit_rows(x: np.ndarray) -> np.ndarray:
     x = np.divide(x, peaks, out=np.zeros_like(x), where=peaks > 0)
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+
+
+def _largest_point_share(x: np.ndarray) -> float:
+    """Return the share of rows of ``x`` equal to its most common row."""
+    if x.shape[0] == 0:
+        return 0.0
+    _, inverse = _unique_rows(x)
+    return float(np.bincount(inverse).max() / x.shape[0])
 
 
 def _unique_rows(x: np.ndarray):

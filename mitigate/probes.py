@@ -315,11 +315,14 @@ def probe_image_cluster(
 
     # Removal two ways: fill the region with the background, or swap in the region of
     # random non-members. A code stamped on every image has no blank state, so only the swap removes it.
+    # Donors whose region holds the members' feature would put it back, so they are left out.
     removed = fill_box(images[members], box, fill)
     fill_exit_rate = 1.0 - share_inside(removed)
     swap_exit_rate = 0.0
-    if others.size:
-        donors = rng.choice(others, size=members.size, replace=True)
+    donor_pool = other_rows[~feature_presence(images[other_rows], box, patch, fill=fill)] \
+        if other_rows.size else other_rows
+    if donor_pool.size:
+        donors = rng.choice(donor_pool, size=members.size, replace=True)
         swapped = images[members].copy()
         swapped[..., top:top + height, left:left + width] = \
             images[donors][..., top:top + height, left:left + width]

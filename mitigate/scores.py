@@ -18,6 +18,10 @@ MIN_OTHER_CLUSTERS = 2
 
 # Rows per block in total_variance: 16,384 rows of 384 dims are 48 MiB in float64.
 VARIANCE_BLOCK_ROWS = 16_384
+# Groups with fewer rows are left out of worst-group accuracy: 0.5 / sqrt(25)
+# = 0.1, so a group's accuracy is known to about 10 points, finer than the
+# 15 to 20 point gains that verification asks for.
+MIN_GROUP_SIZE = 25
 
 
 def total_variance(embeddings: np.ndarray) -> float:
@@ -82,8 +86,11 @@ def attractor_collapse_score(
     Raises
     ------
     ValueError
-        If S has fewer than 2 members or the reference has zero spread (all
-        rows equal), where the ratio is not defined.
+        If S has fewer than 2 members, or the reference has zero spread (all
+        rows equal) and no labels show that the members come from at least
+        2 classes, where the ratio is not defined. With such labels the
+        members are identical inputs of different classes, the strongest
+        collapse there is, and the value is the cap.
 
     Notes
     -----
@@ -103,6 +110,10 @@ def attractor_collapse_score(
     else:
         reference = _class_matched_variance(x, np.asarray(labels), member_rows)
     if reference <= 0.0:
+        # A zero reference means every member sits at one point. Inputs of several classes
+        # there are as collapsed as members can be; one class alone gives 0 / 0.
+        if labels is not None and np.unique(np.asarray(labels)[member_rows]).size >= 2:
+            return 1.0 / ACS_FLOOR
         raise ValueError("ACS is not defined: every embedding is identical (zero spread)")
     spread = total_variance(x[member_rows])
     return reference / max(spread, ACS_FLOOR * reference)
@@ -237,9 +248,27 @@ def group_accuracies(labels: np.ndarray, predictions: np.ndarray, groups: np.nda
     return result
 
 
-def worst_group_accuracy(labels: np.ndarray, predictions: np.ndarray, groups: np.ndarray) -> float:
-    """Return the minimum accuracy over groups. Range [0, 1]; lower is worse."""
-    return min(group_accuracies(labels, predictions, groups).values())
+def worst_group_accuracy(labels: np.ndarray, predictions: np.ndarray, groups: np.ndarray,
+                         min_size: int = MIN_GROUP_SIZE) -> float:
+    """Return the minimum accuracy over groups of at least ``min_size`` rows.
+
+    Range [0, 1]; lower is worse. A group of a few rows has an accuracy of
+    0, 1/2 or 1 by chance; :data:`MIN_GROUP_SIZE` rows resolve a group's
+    accuracy to one binomial standard error of at most 10 points. When no
+    group is that large, every group counts.
+    """
+    accuracies = group_accuracies(labels, predictions, groups)
+    sizes = dict(zip(*np.unique(np.asarray(groups), return_counts=True)))
+    large = [value for group, value in accuracies.items() if sizes[group] >= min_size]
+    return min(large or accuracies.values())
+
+
+def small_groups(groups: np.ndarray, min_size: int = MIN_GROUP_SIZE) -> dict:
+    """Return ``{group: rows}`` for the groups that :func:`worst_group_accuracy` leaves out."""
+    ids, counts = np.unique(np.asarray(groups), return_counts=True)
+    if not np.any(counts >= min_size):
+        return {}
+    return {int(g): int(n) for g, n in zip(ids, counts) if n < min_size}
 
 
 def precision_recall_f1(found: np.ndarray, truth: np.ndarray) -> dict:

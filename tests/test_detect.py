@@ -144,3 +144,37 @@ def test_fragment_with_other_output_not_merged():
     found[detector.attractors_[0].members] = True
     assert found[in_a].mean() > 0.9
     assert not found[in_b].any()
+
+
+def _narrow_space(identical: bool):
+    """Four tight class blobs and one cluster that is mostly a single point (a dead zone)."""
+    rng = np.random.default_rng(3)
+    centres = rng.normal(scale=8.0, size=(4, 8))
+    labels = np.repeat(np.arange(4), 150)
+    class_rows = centres[labels] + 0.01 * rng.normal(size=(labels.size, 8))
+    dead = np.zeros((180, 8)) if identical else 1e-3 * rng.normal(size=(180, 8))
+    near = 0.05 * rng.normal(size=(20, 8))
+    embeddings = np.vstack([class_rows, dead, near]).astype(np.float32)
+    truth = np.r_[np.zeros(labels.size, dtype=bool), np.ones(200, dtype=bool)]
+    return embeddings, truth
+
+
+def test_unlabelled_point_mass_flagged():
+    embeddings, truth = _narrow_space(identical=True)
+    with pytest.warns(UserWarning, match="no labels given"):
+        detector = AttractorDetector(random_state=0).fit(embeddings)
+    assert len(detector.attractors_) == 1
+    found = flagged_mask(detector, len(truth))
+    assert scores.precision_recall_f1(found, truth)["f1"] >= 0.9
+    # Flagged by the point mass, not by the relative ACS.
+    attractor = detector.attractors_[0]
+    assert attractor.relative_acs < detector.relative_acs_threshold
+    assert attractor.point_share == pytest.approx(0.9)
+    assert any("share one embedding" in reason for reason in attractor.flag_reasons)
+
+
+def test_spread_cluster_is_no_point_mass():
+    embeddings, _ = _narrow_space(identical=False)
+    with pytest.warns(UserWarning, match="no labels given"):
+        detector = AttractorDetector(random_state=0).fit(embeddings)
+    assert detector.attractors_ == []

@@ -48,11 +48,18 @@ def fast_failures(summary: dict) -> list:
         if mechanism == "clean":
             if any(entry["ours"]["flagged"]):
                 failures.append(f"clean control flagged {entry['ours']['flagged']}")
+            if "unlabelled" in entry and any(entry["unlabelled"]["flagged"]):
+                failures.append(f"clean control without labels flagged {entry['unlabelled']['flagged']}")
             continue
         f1 = entry["ours"]["median_f1"]
         if f1 is None or f1 < FAST_MIN_F1:
             failures.append(f"{mechanism}: F1 {f1} below {FAST_MIN_F1}")
         causes_right += entry["cause_right"]
+        # Without labels only collapse is found so far (benchmarks/DETECTION.md).
+        if mechanism == "representational_collapse":
+            f1 = entry["unlabelled"]["median_f1"]
+            if f1 is None or f1 < FAST_MIN_F1:
+                failures.append(f"{mechanism} without labels: F1 {f1} below {FAST_MIN_F1}")
     if causes_right < FAST_MIN_CAUSES_RIGHT:
         failures.append(f"root cause right for {causes_right} mechanisms, expected {FAST_MIN_CAUSES_RIGHT}")
     return failures

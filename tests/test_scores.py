@@ -93,6 +93,15 @@ def test_acs_undefined_when_all_rows_equal():
     assert "zero spread" in reason
 
 
+def test_acs_capped_when_classes_share_one_point():
+    # Total collapse: every row at one point, members from two classes.
+    x = np.zeros((6, 3))
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    assert scores.attractor_collapse_score(x, np.ones(6, dtype=bool), labels) == pytest.approx(1 / ACS_FLOOR)
+    value, reason = scores.acs_or_reason(x, labels == 0, labels)
+    assert value is None and "zero spread" in reason
+
+
 def test_label_entropy_range():
     assert scores.label_entropy(np.zeros(10, dtype=int), 4) == 0.0
     assert scores.label_entropy(np.arange(8) % 4, 4) == pytest.approx(1.0)
@@ -104,6 +113,16 @@ def test_prediction_concentration_top_class():
     share, top = scores.prediction_concentration(np.array([2, 2, 2, 1]))
     assert share == 0.75
     assert top == 2
+
+
+def test_worst_group_skips_small_groups():
+    # Group 0: 30 rows, 60% right. Group 1: 2 rows, both wrong.
+    labels = np.zeros(32, dtype=int)
+    predictions = np.r_[np.zeros(18), np.ones(12), np.ones(2)].astype(int)
+    groups = np.r_[np.zeros(30), np.ones(2)].astype(int)
+    assert scores.worst_group_accuracy(labels, predictions, groups) == pytest.approx(0.6)
+    assert scores.worst_group_accuracy(labels, predictions, groups, min_size=1) == 0.0
+    assert scores.small_groups(groups) == {1: 2}
 
 
 def test_worst_group_accuracy():
