@@ -8,6 +8,7 @@ its last checkpoint.
 
 from __future__ import annotations
 
+import copy
 import logging
 import shutil
 import time
@@ -186,6 +187,16 @@ def _limit(splits: image_data.ImageSplits, train_limit: int, audit_limit: int):
         splits.audit_images = splits.audit_images[:audit_limit]
         splits.audit_labels = splits.audit_labels[:audit_limit]
     return splits
+
+
+def retraining_recipe(recipe: Recipe) -> Recipe:
+    """Return ``recipe`` with ``[remedy] epochs`` in place of ``[train] epochs`` when it is set."""
+    epochs = recipe["remedy"]["epochs"]
+    if not epochs:
+        return recipe
+    changed = copy.deepcopy(recipe)
+    changed["train"]["epochs"] = epochs
+    return changed
 
 
 def build_and_train(recipe: Recipe, images, labels, *, weights_path: Path, checkpoint_dir: Path,

@@ -10,11 +10,12 @@ detector, the probes and the diagnosis never see it.
 The mechanisms and why each forms an attractor:
 
 ``spurious_correlation``
-    A bright square in the top-right corner is on 99% of the training images
-    of one class and 0.2% of the others, so "square means that class" is the
-    cheapest rule the model can learn. In the audit split the square is on a
-    fixed share of every class, independent of the label. The member set is
-    every audit image that carries the square.
+    A bright 4x4 square in the top-right corner is on 99% of the training
+    images of one class and on none of the others (``p_other``), so "square
+    means that class" is the cheapest rule the model can learn. In the audit
+    split the square is on a fixed share of every class (``p_audit``),
+    independent of the label. The member set is every audit image that
+    carries the square.
 ``representational_collapse``
     The penultimate layer is 3 units wide (``embedding_dim=3``), too narrow
     to hold 10 classes apart. With a ReLU after it, the optimiser drives many
@@ -22,23 +23,26 @@ The mechanisms and why each forms an attractor:
     classifier can give them only one output. The member set is the audit rows
     that the trained model maps to that all-zero embedding: it depends on the
     trained weights, so it is filled in by :meth:`PlantedBenchmark.resolve_truth`
-    from the audit embeddings (an exact test, not the detector).
+    from the audit embeddings (an exact test, not the detector). How much
+    collapses depends on the training seed: from a few hundred rows to all
+    of them.
 ``gradient_starvation``
-    A 4x4 code in the top-left corner gives the label: one fixed binary
-    pattern per class, shown on 95% of training images with their own class's
-    pattern and on the rest with another class's. The code is learned within
-    the first few hundred steps, long before the garment shapes, and the
-    small remaining loss starves the shape features. In the audit split the
-    code agrees with the label on most rows, but on a random share of rows of
-    every class it is stuck at one class's pattern. The member set is the
-    stuck rows whose label differs from the stuck code.
+    A 6x6 code in the top-left corner (a 3x3 grid of 2x2 cells) gives the
+    label: one fixed binary pattern per class, on 98% of training images,
+    always their own class's (the others carry no code). The code is learned
+    within the first few hundred steps, long before the garment shapes, and
+    the small remaining loss starves the shape features. In the audit split
+    the code agrees with the label, except on 80% of the rows of four
+    classes (``stuck_classes``), where it is stuck at one class's pattern.
+    The member set is the stuck rows whose label differs from the stuck
+    code.
 ``data_artifact``
     One "site" adds a fixed sparse noise pattern over the whole image. In
-    training the site contributes 90% of one class's images and 2% of every
-    other class's, so its label prevalence differs sharply from the other
-    sites and the pattern predicts that class. In the audit split the site
-    sends a fixed share of every class. The member set is the site's audit
-    rows.
+    training the site contributes 90% of one class's images and none of the
+    others' (``site_share_of_others``), so its label prevalence differs
+    sharply from the other sites and the pattern predicts that class. In the
+    audit split the site sends a fixed share of every class. The member set
+    is the site's audit rows.
 ``clean``
     The same data and model with nothing planted: a null control on which no
     attractor should be flagged.

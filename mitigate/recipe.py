@@ -15,6 +15,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from mitigate.constants import DEFAULT_ACCURACY_GAP, DEFAULT_CONCENTRATION_THRESHOLD, DEFAULT_ENTROPY_THRESHOLD
+
 REQUIRED = object()
 
 
@@ -92,9 +94,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "pca_dims": _k(int, 50, minimum=0, help="0 skips PCA"),
         "min_cluster_size": _k(int, 0, minimum=0, help="0 picks max(15, n // 50)"),
         "acs_threshold": _k(NUMBER, 0.0, minimum=0.0, help="0 picks the default for the ACS reference"),
-        "entropy_threshold": _k(NUMBER, 0.3, minimum=0.0, maximum=1.0),
-        "concentration_threshold": _k(NUMBER, 0.6, minimum=0.0, maximum=1.0),
-        "accuracy_gap": _k(NUMBER, 0.2, minimum=0.0, maximum=1.0),
+        "entropy_threshold": _k(NUMBER, DEFAULT_ENTROPY_THRESHOLD, minimum=0.0, maximum=1.0),
+        "concentration_threshold": _k(NUMBER, DEFAULT_CONCENTRATION_THRESHOLD, minimum=0.0, maximum=1.0),
+        "accuracy_gap": _k(NUMBER, DEFAULT_ACCURACY_GAP, minimum=0.0, maximum=1.0),
         "seed": _k(int, 0),
     },
     "probe": {
@@ -110,10 +112,17 @@ SCHEMA: dict[str, dict[str, Key]] = {
                      help="'auto' picks by root cause (docs/remedies.md)"),
         "paste_rate": _k(NUMBER, 0.5, minimum=0.0, maximum=1.0,
                          help="counterfactual augmentation: share of training images given the feature"),
+        "augmentation": _k(str, "auto", choices=("auto", "paste", "swap"),
+                           help="counterfactual augmentation: 'paste' the located feature, 'swap' the "
+                                "region between images, or 'auto' (swap for gradient starvation)"),
         "weight": _k(NUMBER, 0.1, minimum=0.0, help="loss remedies: weight of the added loss"),
         "warmup_steps": _k(int, 0, minimum=0, help="spectral decoupling: steps before it applies"),
         "widen_to": _k(int, 0, minimum=0,
                        help="wider bottleneck: new width of the embedding layer (0: four times wider)"),
+        "widen_init": _k(str, "fresh", choices=("fresh", "copy"),
+                         help="wider bottleneck: new units freshly initialised with zero outgoing "
+                              "weights, or copies of existing units (Net2Net)"),
+        "epochs": _k(int, 0, minimum=0, help="retraining epochs after the remedy (0: [train] epochs)"),
         "seed": _k(int, 0),
     },
     "verify": {

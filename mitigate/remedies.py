@@ -62,8 +62,8 @@ def choose_remedy(cause: str, *, forced: str | None = None, embedding_width: int
       uniformity loss on such a layer can push every embedding to zero;
     - gradient starvation whose easy feature was located in the input
       (``feature_located``) gets ``counterfactual_augmentation`` of that
-      feature, which removes the shortcut from the data instead of damping
-      it in the logits.
+      region, which removes the shortcut from the data instead of damping
+      it in the logits (in the "swap" form, see :func:`augmentation_mode`).
 
     Parameters
     ----------
@@ -95,14 +95,61 @@ def choose_remedy(cause: str, *, forced: str | None = None, embedding_width: int
                   f"directions that {n_classes} classes need; widening it gives the classes room")
     elif cause == "gradient_starvation" and feature_located:
         remedy = "counterfactual_augmentation"
-        reason = ("the easy feature that starves the others was located in the input; pasting it "
-                  "onto training images of every class and removing it from its own makes it carry "
-                  "no label information")
+        reason = ("the easy feature that starves the others was located in the input; swapping "
+                  "that region's content between random training images makes whatever it holds "
+                  "carry no label information")
     alternatives = [
         {"remedy": other, "why_not": f"it addresses {other_cause.replace('_', ' ')}, not {cause.replace('_', ' ')}"}
         for other_cause, (other, _) in REMEDY_TABLE.items() if other != remedy
     ]
     return RemedyChoice(remedy, reason, alternatives)
+
+
+AUGMENTATION_MODES = ("paste", "swap")
+
+
+def augmentation_mode(cause: str, setting: str = "auto") -> str:
+    """Return the form of counterfactual augmentation for ``cause``.
+
+    "paste" removes the located feature where it is present and pastes it
+    onto a random share of all images (:func:`counterfactual_augment_images`):
+    right for a spurious correlation, where one feature is tied to one class.
+    "swap" exchanges the region's content between random images
+    (:func:`swap_region_images`): right for gradient starvation, where the
+    region holds a different code for every class, so removing only the
+    members' code would leave the other codes giving their labels.
+    ``setting`` is ``[remedy] augmentation``; anything but "auto" is used as it is.
+    """
+    if setting != "auto":
+        if setting not in AUGMENTATION_MODES:
+            raise ValueError(f"unknown augmentation {setting!r}; expected 'auto' or one of "
+                             f"{list(AUGMENTATION_MODES)}")
+        return setting
+    return "swap" if cause == "gradient_starvation" else "paste"
+
+
+def swap_region_images(images: np.ndarray, *, box: tuple, seed: int = 0) -> tuple[np.ndarray, dict]:
+    """Give every image the content of ``box`` from a random other image.
+
+    The region's content is permuted across the whole training set, so it
+    keeps its distribution (every code still appears, as often as before)
+    but no longer depends on the image's label. The rest of each image is
+    untouched.
+
+    Returns
+    -------
+    images : ndarray, an augmented copy
+    stats : dict with the number of images whose region was swapped
+    """
+    top, left, height, width = box
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(images.shape[0])
+    result = images.copy()
+    result[..., top:top + height, left:left + width] = images[order][..., top:top + height, left:left + width]
+    stats = {"swapped": int(np.sum(order != np.arange(order.size))), "n_images": int(images.shape[0])}
+    logger.info("counterfactual augmentation: swapped the region %s between %d images",
+                list(box), stats["swapped"])
+    return result, stats
 
 
 def counterfactual_augment_images(

@@ -24,6 +24,7 @@ from mitigate.pipeline import (
     make_detector,
     make_embedder,
     prepare_output,
+    retraining_recipe,
 )
 from mitigate.recipe import Recipe, RecipeError
 
@@ -218,6 +219,7 @@ def _remedy_and_retrain(recipe, finding, data, before, out_dir, work, progress):
     if remedy is None:
         raise RemedyNotApplicable(finding.choice.reason)
     settings = recipe["remedy"]
+    recipe = retraining_recipe(recipe)
     common = dict(
         weights_path=out_dir / "retrained" / "model.safetensors",
         checkpoint_dir=work / "checkpoint_retrained", n_classes=len(data.splits.class_names),
@@ -232,11 +234,16 @@ def _remedy_and_retrain(recipe, finding, data, before, out_dir, work, progress):
                 "counterfactual augmentation needs a located feature, but the probes found no region "
                 "that moves inputs in and out of the attractor"
             )
-        images, stats = remedies.counterfactual_augment_images(
-            images, box=finding.probe.box, patch=finding.probe.patch,
-            paste_rate=float(settings["paste_rate"]), fill=float(recipe["probe"]["fill"]),
-            seed=settings["seed"],
-        )
+        mode = remedies.augmentation_mode(finding.diagnosis.cause, settings["augmentation"])
+        finding.choice.reason += f" (augmentation form: {mode})"
+        if mode == "swap":
+            images, stats = remedies.swap_region_images(images, box=finding.probe.box, seed=settings["seed"])
+        else:
+            images, stats = remedies.counterfactual_augment_images(
+                images, box=finding.probe.box, patch=finding.probe.patch,
+                paste_rate=float(settings["paste_rate"]), fill=float(recipe["probe"]["fill"]),
+                seed=settings["seed"],
+            )
         finding.choice.stats = stats
         return (*build_and_train(recipe, images, labels, **common), None)
 
@@ -281,9 +288,9 @@ def _widened(recipe, baseline, images):
     example = torch.from_numpy(np.ascontiguousarray(images[:2]))
     new_width = recipe["remedy"]["widen_to"] or 4 * layer_width(model, layer)
     info = widen(model, layer, new_width=new_width, example_input=example, noise=0.01,
-                 seed=recipe["remedy"]["seed"])
-    logger.info("widened %s from %d to %d units (consumer %s)",
-                info["layer"], info["old_width"], info["new_width"], info["consumer"])
+                 seed=recipe["remedy"]["seed"], init=recipe["remedy"]["widen_init"])
+    logger.info("widened %s from %d to %d units (%s new units, consumer %s)",
+                info["layer"], info["old_width"], info["new_width"], info["init"], info["consumer"])
     return model
 
 

@@ -7,6 +7,13 @@ Sigmoid, Dropout, Identity) between L and its consumer, the widened network
 computes the same function (Chen, Goodfellow and Shlens, "Net2Net:
 Accelerating Learning via Knowledge Transfer", ICLR 2016). Optional noise on
 the copies breaks their symmetry so that retraining can separate them.
+
+Copies inherit what their originals do, dead units included: a layer whose
+units are all zero on some inputs stays zero there however often they are
+copied. The "fresh" form therefore adds w' - w newly initialised units whose
+outgoing weights in the consumer are zero. The function is again unchanged,
+and the first gradient step gives the new units outgoing weights, after which
+they learn directions that the old units never had.
 """
 
 from __future__ import annotations
@@ -86,8 +93,11 @@ def find_consumer(model: nn.Module, layer: str, example_input: torch.Tensor) -> 
     raise ValueError(f"no Linear or Conv2d consumes the output of {layer!r}")
 
 
+WIDEN_INITS = ("copy", "fresh")
+
+
 def widen(model: nn.Module, layer: str, *, new_width: int, example_input: torch.Tensor,
-          noise: float = 0.0, seed: int = 0) -> dict:
+          noise: float = 0.0, seed: int = 0, init: str = "copy") -> dict:
     """Widen ``layer`` of ``model`` in place to ``new_width`` units; return what changed.
 
     Parameters
@@ -103,8 +113,15 @@ def widen(model: nn.Module, layer: str, *, new_width: int, example_input: torch.
         One input batch, to find the consumer layer by running the model.
     noise : float
         Standard deviation of noise added to the copied units' weights,
-        relative to their scale. 0 keeps the function exactly.
+        relative to their scale. 0 keeps the function exactly. Only for
+        ``init="copy"``.
+    init : {"copy", "fresh"}
+        "copy": the new units copy existing ones (Net2Net). "fresh": the new
+        units are initialised like a new layer and their outgoing weights
+        are zero.
     """
+    if init not in WIDEN_INITS:
+        raise ValueError(f"init must be one of {list(WIDEN_INITS)}, got {init!r}")
     name = resolve_widenable(model, layer)
     consumer_name = find_consumer(model, name, example_input)
     modules = dict(model.named_modules())
@@ -114,13 +131,22 @@ def widen(model: nn.Module, layer: str, *, new_width: int, example_input: torch.
         raise ValueError(f"new_width must exceed the current width {width} of {name!r}, got {new_width}")
 
     generator = torch.Generator().manual_seed(seed)
-    extra = torch.randint(0, width, (new_width - width,), generator=generator)
-    mapping = torch.cat([torch.arange(width), extra])
-    copies = torch.bincount(mapping, minlength=width).float()
-
-    _set_module(model, name, _widen_producer(producer, mapping, width, noise, generator))
-    _set_module(model, consumer_name, _widen_consumer(consumer, mapping, copies, width))
-    return {"layer": name, "consumer": consumer_name, "old_width": width, "new_width": new_width}
+    if init == "copy":
+        extra = torch.randint(0, width, (new_width - width,), generator=generator)
+        mapping = torch.cat([torch.arange(width), extra])
+        copies = torch.bincount(mapping, minlength=width).float()
+        new_producer = _widen_producer(producer, mapping, width, noise, generator)
+        new_consumer = _widen_consumer(consumer, mapping, copies, width)
+    else:
+        # Index `width` stands for "a new unit": the producer gets fresh rows there and the
+        # consumer zero columns.
+        mapping = torch.cat([torch.arange(width), torch.full((new_width - width,), width)])
+        new_producer = _fresh_producer(producer, new_width, seed)
+        new_consumer = _widen_consumer(consumer, mapping, torch.ones(width + 1), width, zero_from=width)
+    _set_module(model, name, new_producer)
+    _set_module(model, consumer_name, new_consumer)
+    return {"layer": name, "consumer": consumer_name, "old_width": width, "new_width": new_width,
+            "init": init}
 
 
 def _width(module) -> int:
@@ -149,18 +175,47 @@ def _widen_producer(module, mapping, width, noise, generator):
     return new.to(module.weight.device, module.weight.dtype)
 
 
-def _widen_consumer(module, mapping, copies, width):
+def _fresh_producer(module, new_width, seed):
+    """Return ``module`` with ``new_width`` outputs: its own rows first, then freshly initialised ones."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if isinstance(module, nn.Linear):
+            new = nn.Linear(module.in_features, new_width, bias=module.bias is not None)
+        else:
+            new = nn.Conv2d(module.in_channels, new_width, module.kernel_size, stride=module.stride,
+                            padding=module.padding, dilation=module.dilation, groups=module.groups,
+                            bias=module.bias is not None)
+    new = new.to(module.weight.device, module.weight.dtype)
+    width = _width(module)
+    new.weight.data[:width] = module.weight.detach()
+    if module.bias is not None:
+        new.bias.data[:width] = module.bias.detach()
+    return new
+
+
+def _widen_consumer(module, mapping, copies, width, zero_from=None):
+    """Rebuild the consumer for the widened producer.
+
+    Input unit j of the new consumer reads old unit ``mapping[j]``, divided by
+    its number of ``copies``; units whose mapping is ``zero_from`` or more
+    get zero weights.
+    """
     divisor = copies[mapping]
+    source = mapping.clamp(max=width - 1)
     if isinstance(module, nn.Linear):
         # After a Flatten, each channel owns `spatial` consecutive inputs.
         spatial = module.in_features // width
-        columns = (mapping[:, None] * spatial + torch.arange(spatial)[None, :]).reshape(-1)
+        columns = (source[:, None] * spatial + torch.arange(spatial)[None, :]).reshape(-1)
         weight = module.weight.detach()[:, columns] / divisor.repeat_interleave(spatial)[None, :]
+        if zero_from is not None:
+            weight[:, (mapping >= zero_from).repeat_interleave(spatial)] = 0.0
         new = nn.Linear(len(columns), module.out_features, bias=module.bias is not None)
     else:
         if module.groups != 1:
             raise ValueError("widening into a grouped convolution is not supported")
-        weight = module.weight.detach()[:, mapping] / divisor[None, :, None, None]
+        weight = module.weight.detach()[:, source] / divisor[None, :, None, None]
+        if zero_from is not None:
+            weight[:, mapping >= zero_from] = 0.0
         new = nn.Conv2d(len(mapping), module.out_channels, module.kernel_size, stride=module.stride,
                         padding=module.padding, dilation=module.dilation, bias=module.bias is not None)
     new.weight.data.copy_(weight)

@@ -2,12 +2,18 @@ import numpy as np
 import pytest
 import torch
 
+from types import SimpleNamespace
+
+from mitigate.audit import _no_longer_wrong
+from mitigate.probes import region_label_evidence
 from mitigate.remedies import (
     REGULARIZER_REMEDIES,
     ArtifactStripper,
+    augmentation_mode,
     build_regularizer,
     choose_remedy,
     derive_stripper,
+    swap_region_images,
 )
 
 
@@ -115,3 +121,48 @@ def test_located_starvation_gets_augmentation():
 def test_forced_remedy_ignores_evidence():
     choice = choose_remedy("representational_collapse", forced="uniformity_loss", embedding_width=3, n_classes=10)
     assert choice.remedy == "uniformity_loss"
+
+
+def test_augmentation_mode_by_cause_and_override():
+    assert augmentation_mode("gradient_starvation") == "swap"
+    assert augmentation_mode("spurious_correlation") == "paste"
+    assert augmentation_mode("gradient_starvation", "paste") == "paste"
+    with pytest.raises(ValueError, match="unknown augmentation 'shuffle'"):
+        augmentation_mode("gradient_starvation", "shuffle")
+
+
+def test_swap_region_removes_label_code():
+    # One random 4x4 code per class in the corner: the region alone gives the label.
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 5, 2000)
+    codes = rng.random((5, 4, 4)).astype(np.float32)
+    images = rng.random((2000, 1, 12, 12)).astype(np.float32)
+    images[:, 0, :4, :4] = codes[labels]
+    box = (0, 0, 4, 4)
+    members = images[:10]
+    before = region_label_evidence(images, labels, box, members, 0)
+    swapped, stats = swap_region_images(images, box=box, seed=1)
+    after = region_label_evidence(swapped, labels, box, members, 0)
+    assert before.accuracy > 0.99
+    assert after.accuracy < 0.3  # chance is 0.2
+    assert stats["swapped"] > 1900
+    # Outside the box nothing changed; inside, the same codes as often as before.
+    outside = np.ones((12, 12), dtype=bool)
+    outside[:4, :4] = False
+    np.testing.assert_array_equal(swapped[:, 0][:, outside], images[:, 0][:, outside])
+    np.testing.assert_array_equal(np.sort(swapped[:, 0, 0, 0]), np.sort(images[:, 0, 0, 0]))
+
+
+def test_no_longer_wrong_detector_rule():
+    detector = SimpleNamespace(accuracy_gap=0.2)
+    labels = np.array([0, 1, 2, 3] * 25)
+    mask = np.zeros(100, dtype=bool)
+    mask[:20] = True
+    fixed = labels.copy()
+    fixed[:2] = 9  # 90% right inside, 100% outside
+    passed, detail = _no_longer_wrong(detector, {"predictions": fixed}, mask, labels)
+    assert passed and "no longer misclassified" in detail and "90.0%" in detail
+    broken = labels.copy()
+    broken[:12] = 9  # 40% right inside: under 50%
+    passed, detail = _no_longer_wrong(detector, {"predictions": broken}, mask, labels)
+    assert not passed and "still misclassified" in detail

@@ -12,7 +12,8 @@ def test_widen_linear_preserves_function():
     x = torch.rand(6, 1, 28, 28)
     before = model(x)
     info = widen(model, "penultimate", new_width=16, example_input=x)
-    assert info == {"layer": "penultimate.0", "consumer": "classifier", "old_width": 4, "new_width": 16}
+    assert info == {"layer": "penultimate.0", "consumer": "classifier", "old_width": 4, "new_width": 16,
+                    "init": "copy"}
     torch.testing.assert_close(model(x), before, rtol=1e-5, atol=1e-5)
     assert model.embed(x).shape == (6, 16)
 
@@ -33,6 +34,41 @@ def test_widen_noise_changes_only_copies():
     original = model.penultimate[0].weight.detach().clone()
     widen(model, "penultimate", new_width=8, example_input=torch.rand(2, 1, 28, 28), noise=0.1)
     torch.testing.assert_close(model.penultimate[0].weight[:4], original)
+
+
+@pytest.mark.parametrize("layer, new_width", [("penultimate", 16), ("features.3", 40)])
+def test_widen_fresh_preserves_function(layer, new_width):
+    torch.manual_seed(3)
+    model = SmallCNN(embedding_dim=4)
+    x = torch.rand(5, 1, 28, 28)
+    before = model(x)
+    info = widen(model, layer, new_width=new_width, example_input=x, init="fresh", seed=1)
+    assert info["init"] == "fresh" and info["new_width"] == new_width
+    torch.testing.assert_close(model(x), before, rtol=1e-5, atol=1e-5)
+
+
+def test_fresh_widening_revives_dead_layer():
+    # Every unit of the embedding layer is zero after its ReLU on every input: collapsed.
+    def dead_model():
+        torch.manual_seed(4)
+        model = SmallCNN(embedding_dim=3)
+        with torch.no_grad():
+            model.penultimate[0].bias.fill_(-1e3)
+        return model
+
+    x = torch.rand(8, 1, 28, 28)
+    copied, fresh = dead_model(), dead_model()
+    widen(copied, "penultimate", new_width=12, example_input=x, init="copy", noise=0.01)
+    widen(fresh, "penultimate", new_width=12, example_input=x, init="fresh")
+    assert torch.count_nonzero(copied.embed(x)) == 0
+    assert torch.count_nonzero(fresh.embed(x)[:, 3:]) > 0
+    assert torch.count_nonzero(fresh.classifier.weight[:, 3:]) == 0
+
+
+def test_widen_rejects_unknown_init():
+    with pytest.raises(ValueError, match="init must be one of"):
+        widen(SmallCNN(embedding_dim=4), "penultimate", new_width=8,
+              example_input=torch.rand(2, 1, 28, 28), init="random")
 
 
 def test_widen_rejects_narrower():

@@ -284,13 +284,19 @@ def probe_examples(original: np.ndarray, removed: np.ndarray, pasted: np.ndarray
 
     Returns
     -------
-    str
-        A ``data:image/png;base64,...`` URI.
+    str or None
+        A ``data:image/png;base64,...`` URI. An empty row is left out (no
+        non-members to paste onto when the attractor holds every input);
+        None when every row is empty.
     """
+    rows = [(name, images) for name, images in
+            (("original", original), ("removed", removed), ("pasted", pasted)) if len(images)]
+    if not rows:
+        return None
     plt = _pyplot()
-    rows = [("original", original), ("removed", removed), ("pasted", pasted)]
     n_columns = min(MAX_PROBE_EXAMPLES, *(np.asarray(images).shape[0] for _, images in rows))
-    fig, axes = plt.subplots(3, n_columns, figsize=(0.9 * n_columns + 0.6, 2.9), squeeze=False)
+    fig, axes = plt.subplots(len(rows), n_columns, figsize=(0.9 * n_columns + 0.6, 1.0 * len(rows) - 0.1),
+                             squeeze=False)
     for row, (name, images) in enumerate(rows):
         for column in range(n_columns):
             _show_image(axes[row][column], np.asarray(images)[column])

@@ -24,7 +24,7 @@ from mitigate.audit import (
     verification_checks,
     write_report,
 )
-from mitigate.pipeline import make_detector, prepare_output
+from mitigate.pipeline import make_detector, prepare_output, retraining_recipe
 from mitigate.recipe import Recipe, RecipeError
 from mitigate.run import (
     Finding,
@@ -92,8 +92,8 @@ def run_text_recipe(recipe: Recipe, out_dir: Path, *, data_dir: Path | None = No
         audit["verdict_reasons"] = [f"the remedy could not be applied: {err}"]
         write_report(out_dir, audit, before, None, findings, data, text_arrays=_text_arrays(data, findings))
         return audit
-    retrained, retrained_info = _train(recipe, train_texts, data, tokenizer, out_dir, work, progress,
-                                       name="retrained")
+    retrained, retrained_info = _train(retraining_recipe(recipe), train_texts, data, tokenizer, out_dir,
+                                       work, progress, name="retrained")
     audit["model"]["retrained_weights"] = "retrained/model.safetensors"
     audit["training"]["retrained"] = retrained_info
 
