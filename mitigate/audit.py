@@ -17,7 +17,7 @@ import numpy as np
 
 from mitigate import __version__, scores
 from mitigate.constants import NOISE_LABEL
-from mitigate.detect import MAX_WRONG_ACCURACY
+from mitigate.detect import MAX_WRONG_ACCURACY, is_wrong
 
 logger = logging.getLogger(__name__)
 
@@ -195,15 +195,14 @@ def verification_checks(recipe, before, after, findings, labels, groups):
 def _no_longer_wrong(detector, after, mask, labels) -> tuple[bool, str]:
     """Apply the detector's "wrong" criterion to a member set under the retrained model.
 
-    Returns (passed, detail): passed when the members' accuracy is at least
-    ``MAX_WRONG_ACCURACY`` and no more than ``accuracy_gap`` under the
-    accuracy outside the set, so that the set no longer meets the attractor
-    definition whatever its ACS.
+    Returns (passed, detail). Passed means the set is no longer wrong (see
+    :func:`mitigate.detect.is_wrong`), so it no longer meets the attractor
+    definition, whatever its ACS.
     """
     correct = np.asarray(after["predictions"]) == np.asarray(labels)
     inside = float(correct[mask].mean())
     outside = float(correct[~mask].mean()) if (~mask).any() else inside
-    passed = inside >= MAX_WRONG_ACCURACY and inside > outside - detector.accuracy_gap
+    passed = not is_wrong(inside, outside, detector.accuracy_gap)
     verb = "no longer" if passed else "still"
     return passed, (f"its members are {verb} misclassified as a group: accuracy {inside:.1%} after, "
                     f"{outside:.1%} outside them (wrong when under {MAX_WRONG_ACCURACY:.0%} or "

@@ -222,8 +222,8 @@ def _cmd_run(args) -> int:
     except (OutputFolderError, DataNotFoundError, RecipeError) as err:
         logger.error("%s", err)
         if created:
-            # These errors come before any training: remove the folder this command made,
-            # so that a fixed command starts clean and nothing half-written is left.
+            # These errors come before any training. Removing the folder this command made
+            # lets the fixed command start clean and leaves nothing half-written.
             _configure_logging(args, None)
             shutil.rmtree(args.out, ignore_errors=True)
         return EXIT_USAGE

@@ -39,10 +39,10 @@ SMALL_SAMPLE_ROWS = 64
 DEFAULT_RELATIVE_ACS_THRESHOLD = 6.5
 
 # Without labels, a cluster with at least this share of its members at one
-# identical embedding counts as collapsed and standing out, whatever its ACS:
-# distinct inputs that the model cannot tell apart at all. A 3-unit ReLU
-# layer sends 50% to 100% of the audit images to the all-zero embedding
-# (benchmarks/DETECTION.md), where the relative ACS cannot show it, because
+# identical embedding counts as collapsed and standing out, whatever its ACS,
+# because the model cannot tell those inputs apart at all. A 3-unit ReLU
+# layer sends 5% to 100% of the audit images to the all-zero embedding
+# (benchmarks/DETECTION.md). The relative ACS cannot show it there, because
 # every cluster of such a narrow space is tight. No planted or clean
 # benchmark model without collapse has two audit images at one embedding.
 POINT_MASS_SHARE = 0.5
@@ -140,12 +140,12 @@ class AttractorDetector:
     trained model as collapsed, so "collapsed" alone would flag every class.
     The "stands out" criterion flags only clusters much tighter than the
     other clusters, and needs at least 3 clusters; with fewer, nothing is
-    flagged by it and ``relative_acs_reason`` says why. One more rule holds
-    without labels: a cluster with at least ``POINT_MASS_SHARE`` of its
-    members at one identical embedding (``point_share``) counts as collapsed
-    and standing out, since the model cannot tell those inputs apart at all;
-    this is how a collapse of the whole space, where every cluster is tight
-    or the reference spread is zero, is still found.
+    flagged by it and ``relative_acs_reason`` gives the reason. One more rule
+    applies without labels: a cluster with at least ``POINT_MASS_SHARE`` of
+    its members at one identical embedding (``point_share``) counts as
+    collapsed and standing out, since the model cannot tell those inputs
+    apart at all. This finds a collapse of the whole space, where every
+    cluster is tight or the reference spread is zero.
 
     Parameters
     ----------
@@ -746,7 +746,7 @@ class AttractorDetector:
             reference = self._accuracy_outside(cluster)
             checks.append((
                 "wrong",
-                cluster.accuracy <= reference - self.accuracy_gap or cluster.accuracy < MAX_WRONG_ACCURACY,
+                is_wrong(cluster.accuracy, reference, self.accuracy_gap),
                 f"accuracy {cluster.accuracy:.2f} vs {reference:.2f} outside the cluster "
                 f"(wrong below {MAX_WRONG_ACCURACY} whatever the rest)",
             ))
@@ -757,6 +757,15 @@ class AttractorDetector:
     def _check_fitted(self):
         if not hasattr(self, "labels_"):
             raise RuntimeError("this AttractorDetector is not fitted yet; call fit(embeddings) first")
+
+
+def is_wrong(accuracy: float, accuracy_outside: float, accuracy_gap: float) -> bool:
+    """Return True when a member set counts as misclassified (the "wrong" criterion).
+
+    Wrong means an accuracy at least ``accuracy_gap`` under the accuracy
+    outside the set, or under ``MAX_WRONG_ACCURACY`` whatever the rest.
+    """
+    return accuracy <= accuracy_outside - accuracy_gap or accuracy < MAX_WRONG_ACCURACY
 
 
 def _fails_only(cluster: ClusterScores, names: tuple) -> bool:

@@ -315,7 +315,7 @@ def probe_image_cluster(
 
     # Removal two ways: fill the region with the background, or swap in the region of
     # random non-members. A code stamped on every image has no blank state, so only the swap removes it.
-    # Donors whose region holds the members' feature would put it back, so they are left out.
+    # Donors whose region contains the members' feature would put it back, so they are left out.
     removed = fill_box(images[members], box, fill)
     fill_exit_rate = 1.0 - share_inside(removed)
     swap_exit_rate = 0.0

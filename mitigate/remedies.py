@@ -116,7 +116,7 @@ def augmentation_mode(cause: str, setting: str = "auto") -> str:
     right for a spurious correlation, where one feature is tied to one class.
     "swap" exchanges the region's content between random images
     (:func:`swap_region_images`): right for gradient starvation, where the
-    region holds a different code for every class, so removing only the
+    region contains a different code for every class, so removing only the
     members' code would leave the other codes giving their labels.
     ``setting`` is ``[remedy] augmentation``; anything but "auto" is used as it is.
     """

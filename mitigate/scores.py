@@ -20,7 +20,7 @@ MIN_OTHER_CLUSTERS = 2
 VARIANCE_BLOCK_ROWS = 16_384
 # Groups with fewer rows are left out of worst-group accuracy: 0.5 / sqrt(25)
 # = 0.1, so a group's accuracy is known to about 10 points, finer than the
-# 15 to 20 point gains that verification asks for.
+# 15 to 20 point gains that verification requires.
 MIN_GROUP_SIZE = 25
 
 

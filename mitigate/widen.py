@@ -130,19 +130,16 @@ def widen(model: nn.Module, layer: str, *, new_width: int, example_input: torch.
     if new_width <= width:
         raise ValueError(f"new_width must exceed the current width {width} of {name!r}, got {new_width}")
 
-    generator = torch.Generator().manual_seed(seed)
     if init == "copy":
+        generator = torch.Generator().manual_seed(seed)
         extra = torch.randint(0, width, (new_width - width,), generator=generator)
         mapping = torch.cat([torch.arange(width), extra])
         copies = torch.bincount(mapping, minlength=width).float()
         new_producer = _widen_producer(producer, mapping, width, noise, generator)
         new_consumer = _widen_consumer(consumer, mapping, copies, width)
     else:
-        # Index `width` stands for "a new unit": the producer gets fresh rows there and the
-        # consumer zero columns.
-        mapping = torch.cat([torch.arange(width), torch.full((new_width - width,), width)])
         new_producer = _fresh_producer(producer, new_width, seed)
-        new_consumer = _widen_consumer(consumer, mapping, torch.ones(width + 1), width, zero_from=width)
+        new_consumer = _zero_extended_consumer(consumer, width, new_width)
     _set_module(model, name, new_producer)
     _set_module(model, consumer_name, new_consumer)
     return {"layer": name, "consumer": consumer_name, "old_width": width, "new_width": new_width,
@@ -157,18 +154,36 @@ def _fan_in(module) -> int:
     return module.in_features if isinstance(module, nn.Linear) else module.in_channels
 
 
+def _producer_like(module, out_units: int) -> nn.Module:
+    """Return a new, randomly initialised copy of ``module`` with ``out_units`` outputs."""
+    if isinstance(module, nn.Linear):
+        return nn.Linear(module.in_features, out_units, bias=module.bias is not None)
+    return nn.Conv2d(module.in_channels, out_units, module.kernel_size, stride=module.stride,
+                     padding=module.padding, dilation=module.dilation, groups=module.groups,
+                     bias=module.bias is not None)
+
+
+def _consumer_like(module, in_units: int) -> nn.Module:
+    """Return a new copy of ``module`` with ``in_units`` inputs, its bias carried over."""
+    if isinstance(module, nn.Linear):
+        new = nn.Linear(in_units, module.out_features, bias=module.bias is not None)
+    else:
+        if module.groups != 1:
+            raise ValueError("widening into a grouped convolution is not supported")
+        new = nn.Conv2d(in_units, module.out_channels, module.kernel_size, stride=module.stride,
+                        padding=module.padding, dilation=module.dilation, bias=module.bias is not None)
+    if module.bias is not None:
+        new.bias.data.copy_(module.bias.detach())
+    return new
+
+
 def _widen_producer(module, mapping, width, noise, generator):
     weight = module.weight.detach()[mapping].clone()
     if noise > 0:
         # Only the new copies get noise; the original units stay as trained.
         scale = weight.abs().mean()
         weight[width:] += noise * scale * torch.randn(weight[width:].shape, generator=generator)
-    if isinstance(module, nn.Linear):
-        new = nn.Linear(module.in_features, len(mapping), bias=module.bias is not None)
-    else:
-        new = nn.Conv2d(module.in_channels, len(mapping), module.kernel_size, stride=module.stride,
-                        padding=module.padding, dilation=module.dilation, groups=module.groups,
-                        bias=module.bias is not None)
+    new = _producer_like(module, len(mapping))
     new.weight.data.copy_(weight)
     if module.bias is not None:
         new.bias.data.copy_(module.bias.detach()[mapping])
@@ -179,12 +194,7 @@ def _fresh_producer(module, new_width, seed):
     """Return ``module`` with ``new_width`` outputs: its own rows first, then freshly initialised ones."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        if isinstance(module, nn.Linear):
-            new = nn.Linear(module.in_features, new_width, bias=module.bias is not None)
-        else:
-            new = nn.Conv2d(module.in_channels, new_width, module.kernel_size, stride=module.stride,
-                            padding=module.padding, dilation=module.dilation, groups=module.groups,
-                            bias=module.bias is not None)
+        new = _producer_like(module, new_width)
     new = new.to(module.weight.device, module.weight.dtype)
     width = _width(module)
     new.weight.data[:width] = module.weight.detach()
@@ -193,34 +203,37 @@ def _fresh_producer(module, new_width, seed):
     return new
 
 
-def _widen_consumer(module, mapping, copies, width, zero_from=None):
-    """Rebuild the consumer for the widened producer.
-
-    Input unit j of the new consumer reads old unit ``mapping[j]``, divided by
-    its number of ``copies``; units whose mapping is ``zero_from`` or more
-    get zero weights.
-    """
+def _widen_consumer(module, mapping, copies, width):
+    """Rebuild the consumer so that input j reads old unit ``mapping[j]``, divided by its ``copies``."""
     divisor = copies[mapping]
-    source = mapping.clamp(max=width - 1)
     if isinstance(module, nn.Linear):
         # After a Flatten, each channel owns `spatial` consecutive inputs.
         spatial = module.in_features // width
-        columns = (source[:, None] * spatial + torch.arange(spatial)[None, :]).reshape(-1)
+        columns = (mapping[:, None] * spatial + torch.arange(spatial)[None, :]).reshape(-1)
         weight = module.weight.detach()[:, columns] / divisor.repeat_interleave(spatial)[None, :]
-        if zero_from is not None:
-            weight[:, (mapping >= zero_from).repeat_interleave(spatial)] = 0.0
-        new = nn.Linear(len(columns), module.out_features, bias=module.bias is not None)
+        new = _consumer_like(module, len(columns))
+    else:
+        new = _consumer_like(module, len(mapping))
+        weight = module.weight.detach()[:, mapping] / divisor[None, :, None, None]
+    new.weight.data.copy_(weight)
+    return new.to(module.weight.device, module.weight.dtype)
+
+
+def _zero_extended_consumer(module, width, new_width):
+    """Rebuild the consumer with zero weights on the inputs of the ``new_width - width`` new units."""
+    old = module.weight.detach()
+    if isinstance(module, nn.Linear):
+        # After a Flatten, the old channels own the first width * spatial inputs.
+        spatial = module.in_features // width
+        weight = old.new_zeros(module.out_features, new_width * spatial)
+        weight[:, :width * spatial] = old
     else:
         if module.groups != 1:
             raise ValueError("widening into a grouped convolution is not supported")
-        weight = module.weight.detach()[:, source] / divisor[None, :, None, None]
-        if zero_from is not None:
-            weight[:, mapping >= zero_from] = 0.0
-        new = nn.Conv2d(len(mapping), module.out_channels, module.kernel_size, stride=module.stride,
-                        padding=module.padding, dilation=module.dilation, bias=module.bias is not None)
+        weight = old.new_zeros(old.shape[0], new_width, *old.shape[2:])
+        weight[:, :width] = old
+    new = _consumer_like(module, weight.shape[1])
     new.weight.data.copy_(weight)
-    if module.bias is not None:
-        new.bias.data.copy_(module.bias.detach())
     return new.to(module.weight.device, module.weight.dtype)
 
 

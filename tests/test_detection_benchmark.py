@@ -55,7 +55,7 @@ def fast_failures(summary: dict) -> list:
         if f1 is None or f1 < FAST_MIN_F1:
             failures.append(f"{mechanism}: F1 {f1} below {FAST_MIN_F1}")
         causes_right += entry["cause_right"]
-        # Without labels only collapse is found so far (benchmarks/DETECTION.md).
+        # Without labels the detector finds collapse, not yet the spurious attractor.
         if mechanism == "representational_collapse":
             f1 = entry["unlabelled"]["median_f1"]
             if f1 is None or f1 < FAST_MIN_F1:

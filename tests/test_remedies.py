@@ -161,8 +161,11 @@ def test_no_longer_wrong_detector_rule():
     fixed = labels.copy()
     fixed[:2] = 9  # 90% right inside, 100% outside
     passed, detail = _no_longer_wrong(detector, {"predictions": fixed}, mask, labels)
-    assert passed and "no longer misclassified" in detail and "90.0%" in detail
+    assert passed
+    assert "no longer misclassified" in detail
+    assert "90.0%" in detail
     broken = labels.copy()
     broken[:12] = 9  # 40% right inside: under 50%
     passed, detail = _no_longer_wrong(detector, {"predictions": broken}, mask, labels)
-    assert not passed and "still misclassified" in detail
+    assert not passed
+    assert "still misclassified" in detail

@@ -469,6 +469,6 @@ def test_probe_examples_leave_out_empty_rows():
 
     images = np.random.default_rng(0).random((3, 8, 8))
     empty = np.zeros((0, 8, 8))
-    # An attractor that holds every input has no non-members to paste onto.
+    # An attractor that contains every input has no non-members to paste onto.
     assert plots.probe_examples(images, images * 0.5, empty).startswith("data:image/png;base64,")
     assert plots.probe_examples(empty, empty, empty) is None

@@ -99,7 +99,8 @@ def test_acs_capped_when_classes_share_one_point():
     labels = np.array([0, 0, 0, 1, 1, 1])
     assert scores.attractor_collapse_score(x, np.ones(6, dtype=bool), labels) == pytest.approx(1 / ACS_FLOOR)
     value, reason = scores.acs_or_reason(x, labels == 0, labels)
-    assert value is None and "zero spread" in reason
+    assert value is None
+    assert "zero spread" in reason
 
 
 def test_label_entropy_range():

@@ -43,7 +43,8 @@ def test_widen_fresh_preserves_function(layer, new_width):
     x = torch.rand(5, 1, 28, 28)
     before = model(x)
     info = widen(model, layer, new_width=new_width, example_input=x, init="fresh", seed=1)
-    assert info["init"] == "fresh" and info["new_width"] == new_width
+    assert info["init"] == "fresh"
+    assert info["new_width"] == new_width
     torch.testing.assert_close(model(x), before, rtol=1e-5, atol=1e-5)
 
 

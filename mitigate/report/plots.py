@@ -286,7 +286,7 @@ def probe_examples(original: np.ndarray, removed: np.ndarray, pasted: np.ndarray
     -------
     str or None
         A ``data:image/png;base64,...`` URI. An empty row is left out (no
-        non-members to paste onto when the attractor holds every input);
+        non-members to paste onto when the attractor contains every input);
         None when every row is empty.
     """
     rows = [(name, images) for name, images in
