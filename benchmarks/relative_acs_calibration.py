@@ -7,7 +7,8 @@ model in RUN_DIR/baseline and RUN_DIR/retrained, the script extracts the audit
 embeddings of the recipe's layer and fits the detector without labels. It
 prints one line per cluster: size, plain ACS, relative ACS, label entropy
 (from the labels the detector did not see) and the share of members that
-carry the planted feature.
+carry the planted feature. Then one line per flagged attractor, with its
+precision and recall against the planted rows and its first flag reason.
 
 Usage::
 
@@ -62,6 +63,14 @@ def main() -> None:
             entropy = scores.label_entropy(labels[cluster.members], n_classes)
             print(f"{which:9} {cluster.size:5d} {cluster.acs:5.1f} {cluster.relative_acs or 0.0:9.2f} "
                   f"{entropy:8.2f} {planted[cluster.members].mean():14.2f}")
+        for attractor in detector.attractors_:
+            found = np.zeros(labels.size, dtype=bool)
+            found[attractor.members] = True
+            match = scores.precision_recall_f1(found, planted) if planted.any() else None
+            figures = "" if match is None else (f", against the planted rows: precision "
+                                                f"{match['precision']:.2f}, recall {match['recall']:.2f}")
+            print(f"{which}: attractor of {attractor.size} rows (clusters {attractor.cluster_ids})"
+                  f"{figures}; {attractor.flag_reasons[0]}")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from mitigate import scores
+from mitigate import scores, shifts
 from mitigate.constants import (
     DEFAULT_ACCURACY_GAP,
     DEFAULT_ACS_THRESHOLD,
@@ -95,6 +95,7 @@ class ClusterScores:
     accuracy: float | None = None
     accuracy_reason: str | None = None
     point_share: float | None = None
+    copies: shifts.TranslatedCopies | None = None
     flagged: bool = False
     flag_reasons: list = field(default_factory=list)
 
@@ -106,6 +107,7 @@ class ClusterScores:
         result.pop("relative_acs")
         result.pop("relative_acs_reason")
         result.pop("point_share")
+        result.pop("copies")
         members = self.members if ids is None else np.asarray(ids)[self.members]
         result["members"] = [_plain(v) for v in members]
         result["top_label"] = _plain(self.top_label)
@@ -146,6 +148,13 @@ class AttractorDetector:
     collapsed and standing out, since the model cannot tell those inputs
     apart at all. This finds a collapse of the whole space, where every
     cluster is tight or the reference spread is zero.
+
+    A third rule applies without labels, to attractors that are no tighter
+    than a natural class: when at least two disjoint pairs of clusters are
+    translated copies of each other along one shared direction, the side that
+    carries the shift is flagged as one attractor (``translated copies``, see
+    :mod:`mitigate.shifts`). A feature that does not depend on the class, such
+    as a sticker or a watermark, moves the inputs that carry it this way.
 
     Parameters
     ----------
@@ -192,6 +201,10 @@ class AttractorDetector:
     sample_size : int, default=20_000
         Target sample size of that path; ``min_cluster_size`` and
         ``min_samples`` then count sample rows.
+    copy_fit_threshold : float or None, default=2.0
+        Without labels, the largest copy fit of a pair of clusters in the
+        translated-copies rule (1 is a point-for-point copy). None turns the
+        rule off.
 
     Attributes
     ----------
@@ -220,6 +233,9 @@ class AttractorDetector:
         normalised space and never take part in a cluster.
     kept_rows_ : ndarray of bool
         False for rows dropped as non-finite.
+    translated_copies_ : TranslatedCopies or None
+        Without labels, the family of translated copies found (flagged or
+        not); None when there is none, labels were given or the rule is off.
     """
 
     def __init__(
@@ -241,6 +257,7 @@ class AttractorDetector:
         random_state: int = 0,
         large_n_threshold: int | None = 50_000,
         sample_size: int = 20_000,
+        copy_fit_threshold: float | None = shifts.DEFAULT_MAX_FIT,
     ):
         self.n_neighbors = n_neighbors
         self.n_components = n_components
@@ -258,6 +275,7 @@ class AttractorDetector:
         self.random_state = random_state
         self.large_n_threshold = large_n_threshold
         self.sample_size = sample_size
+        self.copy_fit_threshold = copy_fit_threshold
 
     # -- fitting -------------------------------------------------------------
 
@@ -290,6 +308,7 @@ class AttractorDetector:
             n_nonfinite_rows_dropped=int(np.sum(~kept)),
             n_zero_rows=int(self.zero_rows_.size),
             relative_acs_threshold=self.relative_acs_threshold,
+            copy_fit_threshold=self.copy_fit_threshold,
         )
 
         self.kept_rows_ = kept
@@ -312,9 +331,10 @@ class AttractorDetector:
             warnings.warn(
                 "no labels given: a cluster is flagged only when its ACS is at least "
                 f"{self.relative_acs_threshold} times the median of the other clusters, or when "
-                f"at least {POINT_MASS_SHARE:.0%} of its members share one embedding, because "
+                f"at least {POINT_MASS_SHARE:.0%} of its members share one embedding, or when "
+                "its clusters are translated copies of others along one shared direction, because "
                 "natural classes also score a high ACS against all rows; an attractor that is "
-                "no tighter than a natural class is missed",
+                "no tighter than a natural class and not such a copy is missed",
                 UserWarning,
                 stacklevel=2,
             )
@@ -341,7 +361,11 @@ class AttractorDetector:
         for cluster in self.clusters_:
             self._compare_with_others(cluster)
             self._flag(cluster)
-        self.attractors_ = sorted(self._merge_fragments(targets, cluster_ids), key=_damage, reverse=True)
+        attractors = self._merge_fragments(targets, cluster_ids)
+        self.translated_copies_ = None
+        if label_codes is None and self.copy_fit_threshold is not None:
+            attractors.extend(self._flag_translated_copies(space, targets, cluster_ids, attractors))
+        self.attractors_ = sorted(attractors, key=_damage, reverse=True)
         logger.info(
             "detection: %d clusters, %d flagged as attractors, %d noise rows",
             len(self.clusters_), len(self.attractors_), int(np.sum(cluster_ids == NOISE_LABEL)),
@@ -396,6 +420,11 @@ class AttractorDetector:
         if not self.relative_acs_threshold > 0:
             raise ValueError(
                 f"relative_acs_threshold must be positive, got {self.relative_acs_threshold}"
+            )
+        if self.copy_fit_threshold is not None and not self.copy_fit_threshold > 0:
+            raise ValueError(
+                f"copy_fit_threshold must be positive, or None to turn the translated-copies rule "
+                f"off; got {self.copy_fit_threshold}"
             )
         if self.large_n_threshold is not None:
             check_int("large_n_threshold", self.large_n_threshold, minimum=1)
@@ -675,6 +704,35 @@ class AttractorDetector:
             self._check_pulled(merged, targets[1], targets[3])
         return merged
 
+    def _flag_translated_copies(self, space, targets, cluster_ids, attractors) -> list:
+        """Return the carriers of a translated-copy family as one attractor (without labels).
+
+        Clusters already in an attractor are left out of the new one; with
+        none left, nothing is returned.
+        """
+        copies, reason = shifts.find_translated_copies(
+            space, targets[0], cluster_ids,
+            min_cosine=shifts.MIN_COSINE, max_length_ratio=shifts.MAX_LENGTH_RATIO,
+            max_fit=self.copy_fit_threshold, random_state=self.random_state,
+        )
+        self.translated_copies_ = copies
+        if reason is not None:
+            self.unavailable_scores_["translated copies"] = reason
+        if copies is None:
+            return []
+        already_flagged = {i for cluster in attractors for i in cluster.cluster_ids}
+        carriers = sorted(set(copies.carriers) - already_flagged)
+        if not carriers:
+            return []
+        logger.info("detection: clusters %s are translated copies of clusters %s",
+                    copies.carriers, copies.partners)
+        rows = np.flatnonzero(np.isin(cluster_ids, carriers))
+        union = self._score_rows(rows, carriers, *targets)
+        union.copies = copies
+        self._compare_with_others(union)
+        self._flag(union)
+        return [union] if union.flagged else []
+
     def _check_pulled(self, cluster: ClusterScores, label_codes, pred_codes) -> None:
         """Unflag a cluster that pulls fewer than ``MIN_PULLED_CLASSES`` classes into its output.
 
@@ -753,6 +811,13 @@ class AttractorDetector:
         cluster.flagged = all(ok for _, ok, _ in checks)
         cluster.flag_reasons = [f"{name}: {'yes' if ok else 'no'} ({detail})"
                                 for name, ok, detail in checks]
+        if cluster.copies is not None:
+            # The translated copies are the evidence; ACS is reported, not required.
+            cluster.flagged = True
+            cluster.flag_reasons = [
+                "translated copies: yes ("
+                + cluster.copies.describe(self.copy_fit_threshold, shifts.MIN_COSINE) + ")"
+            ] + [reason[:-1] + "; not needed for translated copies)" for reason in cluster.flag_reasons]
 
     def _check_fitted(self):
         if not hasattr(self, "labels_"):

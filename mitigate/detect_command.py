@@ -104,11 +104,13 @@ def _load_inputs(args):
 
 def _make_detector(args):
     from mitigate.detect import AttractorDetector
+    from mitigate.shifts import DEFAULT_MAX_FIT
 
     detector = AttractorDetector(
         metric=args.metric,
         min_cluster_size=args.min_cluster_size,
         acs_threshold=args.acs_threshold,
+        copy_fit_threshold=None if args.no_translated_copies else DEFAULT_MAX_FIT,
         nonfinite="drop" if args.drop_nonfinite else "raise",
         random_state=args.seed,
     )
@@ -189,6 +191,7 @@ def detection_settings(detector) -> dict:
         acs_threshold=detector.acs_threshold_,
         acs_reference=detector.acs_reference_,
         relative_acs_threshold=detector.relative_acs_threshold,
+        copy_fit_threshold=detector.copy_fit_threshold,
         entropy_threshold=detector.entropy_threshold,
         concentration_threshold=detector.concentration_threshold,
         accuracy_gap=detector.accuracy_gap,
@@ -345,12 +348,19 @@ def _attractor_record(index: int, cluster, labels, ids, namer) -> dict:
 
 def _summary(record: dict, cluster) -> str:
     """Describe one attractor in a sentence or three, using only the scores that exist."""
-    text = f"{record['member_count']} rows sit in one cluster"
+    n_clusters = len(cluster.cluster_ids)
+    where = "one cluster" if n_clusters == 1 else f"{n_clusters} clusters"
+    text = f"{record['member_count']} rows sit in {where}"
     if record["acs_before"] is not None:
         text += f" with ACS {record['acs_before']:.2f}"
     if cluster.relative_acs is not None:
         text += f", {cluster.relative_acs:.1f} times the median ACS of the other clusters"
     text += "."
+    if cluster.copies is not None:
+        partners = ", ".join(str(i) for i in cluster.copies.partners)
+        text += (f" The clusters are translated copies of clusters {partners}, all moved along one "
+                 "direction: a feature that does not depend on the class (a spurious cue or a data "
+                 "artifact) moves the inputs that carry it.")
     if record["classes"]:
         top = sorted(record["classes"].items(), key=lambda item: -item[1])
         shown = ", ".join(f"{name} {count / record['member_count']:.0%}" for name, count in top[:4])

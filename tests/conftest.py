@@ -31,6 +31,42 @@ def planted_blobs(seed: int = 0, *, n_per_class: int = 150, n_classes: int = 4, 
     return embeddings.astype(np.float32), labels, predictions, planted
 
 
+COPY_DIMS = 16
+
+
+def _group(rng, centre, mixing, n):
+    """Sample ``n`` rows of one group: a flat cloud in the group's own plane around ``centre``."""
+    return centre + rng.normal(size=(n, mixing.shape[0])) @ mixing + 0.1 * rng.normal(size=(n, COPY_DIMS))
+
+
+def copied_groups(n_groups: int, *, seed: int = 0, n: int = 200, copies: bool = True):
+    """Return embeddings and cluster ids of ``n_groups`` groups and, with ``copies``, a moved copy of each.
+
+    Each group has its own centre and shape (a cloud in a 4-dimensional
+    subspace of its own), as classes of a trained model differ in shape.
+    A copy draws new rows from the
+    same group and adds one shared shift, as a sticker does to every image
+    that carries it. Values are non-negative on average, like a ReLU layer,
+    so the carriers have the larger norm. Cluster ids: groups first, then
+    their copies in the same order.
+    """
+    rng = np.random.default_rng(seed)
+    shift = np.zeros(COPY_DIMS)
+    shift[:4] = 6.0
+    parts, ids = [], []
+    for k in range(n_groups):
+        centre = np.abs(rng.normal(scale=8.0, size=COPY_DIMS))
+        mixing = rng.normal(scale=1.5, size=(4, COPY_DIMS))
+        parts.append(_group(rng, centre, mixing, n))
+        ids.append(np.full(n, k))
+        if copies:
+            parts.append(_group(rng, centre + shift, mixing, n))
+            ids.append(np.full(n, n_groups + k))
+    order = np.argsort(np.concatenate(ids), kind="stable")
+    embeddings = np.vstack(parts)[order].astype(np.float32)
+    return embeddings, np.concatenate(ids)[order]
+
+
 @pytest.fixture
 def blobs():
     return planted_blobs()

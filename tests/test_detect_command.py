@@ -10,7 +10,7 @@ import pytest
 from mitigate.cli import main
 from mitigate.report import validate_report
 
-from conftest import planted_blobs
+from conftest import copied_groups, planted_blobs
 
 N_PER_CLASS = 60
 CLASS_NAMES = np.array(["cat", "dog", "emu", "fox"])
@@ -317,3 +317,21 @@ def test_run_writes_per_model_detect_report(planted, tmp_path):
     assert set(audit["attractors"][0]["classes"]) == set(CLASS_NAMES)
     assert "baseline model" in audit["data"]["source"]
     assert (tmp_path / "baseline" / "report.html").is_file()
+
+
+def test_without_labels_flags_translated_copies(tmp_path):
+    embeddings, ids = copied_groups(3)
+    np.save(tmp_path / "copies.npy", embeddings)
+    code = _detect(tmp_path / "copies.npy", "--out", tmp_path / "out", "--fail-on-attractor")
+    audit = _report(tmp_path / "out")
+    assert code == 1
+    copies = set(np.flatnonzero(ids >= 3).tolist())
+    found = _flagged_rows(audit)
+    assert len(found & copies) >= 0.95 * len(copies)
+    assert len(found & copies) >= 0.95 * len(found)
+    assert "translated copies of clusters" in audit["attractors"][0]["summary"]
+    assert audit["detection_settings"]["copy_fit_threshold"] == 2.0
+
+    code = _detect(tmp_path / "copies.npy", "--out", tmp_path / "off", "--no-translated-copies")
+    assert code == 0
+    assert _report(tmp_path / "off")["attractors"] == []

@@ -55,8 +55,7 @@ def fast_failures(summary: dict) -> list:
         if f1 is None or f1 < FAST_MIN_F1:
             failures.append(f"{mechanism}: F1 {f1} below {FAST_MIN_F1}")
         causes_right += entry["cause_right"]
-        # Without labels the detector finds collapse, not yet the spurious attractor.
-        if mechanism == "representational_collapse":
+        if mechanism in bench.UNLABELLED_TARGETS:
             f1 = entry["unlabelled"]["median_f1"]
             if f1 is None or f1 < FAST_MIN_F1:
                 failures.append(f"{mechanism} without labels: F1 {f1} below {FAST_MIN_F1}")
@@ -149,3 +148,12 @@ def test_check_targets_reports_each_miss():
     assert any("median F1 0.50 below 0.8" in failure for failure in failures)
     assert any("root cause right in 2 of 5" in failure for failure in failures)
     assert any("clean control" in failure for failure in failures)
+
+
+def test_check_targets_without_labels_only_where_targeted():
+    entry = {"seeds": [0], "ours": {"median_f1": 0.9, "flagged": [1]}, "cause_right": 1,
+             "causes": ["x"], "unlabelled": {"median_f1": 0.1, "flagged": [1]}}
+    summary = {"gradient_starvation": dict(entry, causes=["gradient_starvation"]),
+               "spurious_correlation": dict(entry, causes=["spurious_correlation"])}
+    failures = bench.check_targets(summary)
+    assert failures == ["spurious_correlation without labels: median F1 0.10 below 0.8"]
