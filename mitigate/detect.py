@@ -341,7 +341,9 @@ class AttractorDetector:
             self.unavailable_scores_["label_entropy"] = "no labels given"
             self.unavailable_scores_["class-matched ACS"] = (
                 "no labels given: ACS is measured against all rows, and a cluster is flagged "
-                "only when it is much tighter than the other clusters (relative ACS)"
+                "only when it is much tighter than the other clusters (relative ACS), when half "
+                "its members share one embedding, or when it is a translated copy of another "
+                "cluster"
             )
         if pred_codes is None:
             self.unavailable_scores_["prediction_concentration"] = "no predictions given"
