@@ -80,9 +80,13 @@ def _add_detect_parser(commands, common) -> None:
     detect.add_argument("--acs-threshold", type=float, default=None, metavar="ACS",
                         help="ACS at or above which a cluster counts as collapsed (default: 1.25 "
                              "with labels, 2.0 without)")
-    detect.add_argument("--no-translated-copies", action="store_true",
+    copies = detect.add_mutually_exclusive_group()
+    copies.add_argument("--no-translated-copies", action="store_true",
                         help="without labels, do not flag clusters that are translated copies of "
                              "other clusters along one shared direction (see docs/scores.md)")
+    copies.add_argument("--copy-fit-threshold", type=float, default=None, metavar="FIT",
+                        help="without labels, the largest copy fit of a pair of clusters in that "
+                             "rule; 1 is a point-for-point copy (default: 2.0)")
     detect.add_argument("--drop-nonfinite", action="store_true",
                         help="drop rows with NaN or infinity, with a warning that counts them, "
                              "instead of stopping with an error that lists them")

@@ -328,13 +328,14 @@ class AttractorDetector:
             )
         self.acs_reference_ = "all rows" if label_codes is None else "class-matched"
         if label_codes is None:
+            copies_rule = ("; clusters that are translated copies of others along one shared "
+                           "direction are flagged together" if self.copy_fit_threshold is not None else "")
             warnings.warn(
                 "no labels given: a cluster is flagged only when its ACS is at least "
                 f"{self.relative_acs_threshold} times the median of the other clusters, or when "
-                f"at least {POINT_MASS_SHARE:.0%} of its members share one embedding, or when "
-                "its clusters are translated copies of others along one shared direction, because "
-                "natural classes also score a high ACS against all rows; an attractor that is "
-                "no tighter than a natural class and not such a copy is missed",
+                f"at least {POINT_MASS_SHARE:.0%} of its members share one embedding{copies_rule}. "
+                "Natural classes also score a high ACS against all rows, so an attractor that is "
+                "no tighter than a natural class is missed unless it shows as such copies",
                 UserWarning,
                 stacklevel=2,
             )
@@ -365,8 +366,13 @@ class AttractorDetector:
             self._flag(cluster)
         attractors = self._merge_fragments(targets, cluster_ids)
         self.translated_copies_ = None
-        if label_codes is None and self.copy_fit_threshold is not None:
-            attractors.extend(self._flag_translated_copies(space, targets, cluster_ids, attractors))
+        if label_codes is None and self.copy_fit_threshold is None:
+            self.unavailable_scores_["translated copies"] = "turned off (copy_fit_threshold=None)"
+        elif label_codes is None:
+            # Normalising rows to unit length bends a shared shift, so under the
+            # cosine metric the search runs on the embeddings as given.
+            search_space = x if self.metric == "cosine" else space
+            attractors.extend(self._flag_translated_copies(search_space, targets, cluster_ids, attractors))
         self.attractors_ = sorted(attractors, key=_damage, reverse=True)
         logger.info(
             "detection: %d clusters, %d flagged as attractors, %d noise rows",
@@ -423,11 +429,14 @@ class AttractorDetector:
             raise ValueError(
                 f"relative_acs_threshold must be positive, got {self.relative_acs_threshold}"
             )
-        if self.copy_fit_threshold is not None and not self.copy_fit_threshold > 0:
-            raise ValueError(
-                f"copy_fit_threshold must be positive, or None to turn the translated-copies rule "
-                f"off; got {self.copy_fit_threshold}"
-            )
+        if self.copy_fit_threshold is not None:
+            value = self.copy_fit_threshold
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+                    or not value > 0:
+                raise ValueError(
+                    f"copy_fit_threshold must be a positive number (default 2.0), or None to turn "
+                    f"the translated-copies rule off; got {value!r}"
+                )
         if self.large_n_threshold is not None:
             check_int("large_n_threshold", self.large_n_threshold, minimum=1)
         check_int("sample_size", self.sample_size, minimum=SMALL_SAMPLE_ROWS)

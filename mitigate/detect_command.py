@@ -110,7 +110,8 @@ def _make_detector(args):
         metric=args.metric,
         min_cluster_size=args.min_cluster_size,
         acs_threshold=args.acs_threshold,
-        copy_fit_threshold=None if args.no_translated_copies else DEFAULT_MAX_FIT,
+        copy_fit_threshold=None if args.no_translated_copies else (
+            DEFAULT_MAX_FIT if args.copy_fit_threshold is None else args.copy_fit_threshold),
         nonfinite="drop" if args.drop_nonfinite else "raise",
         random_state=args.seed,
     )

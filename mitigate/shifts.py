@@ -26,7 +26,7 @@ The search, on the embeddings and HDBSCAN clusters:
 3. The largest such family with at least ``MIN_PAIRS`` pairs wins (ties: the
    better mean fit). When two groups of inputs each appear with and without
    the feature, the four clusters form a parallelogram with two families of
-   two pairs; the shift of the feature is the better copy, since the inputs
+   two pairs. The shift of the feature is the better copy, since the inputs
    are the same and only the offset differs.
 4. The carriers of the feature are the side of the family whose embeddings
    have the larger mean norm. In a ReLU layer a feature that is present adds
@@ -67,10 +67,10 @@ MIN_DIMS = 8
 # share one shape (isotropic blobs, for example) and the copy fit does not
 # tell them apart. Among that many pairs, some point the same way by chance.
 # On the benchmark models the share was at most 0.36 for planted spurious
-# features and clean models, and 0.43 to 0.75 for gradient starvation.
+# features and clean models, and 0.38 to 0.73 for gradient starvation.
 MAX_COPY_PAIR_SHARE = 0.5
 
-# Clusters with fewer rows cannot show a copy point for point.
+# Clusters with fewer distinct rows cannot show a copy point for point.
 MIN_CLUSTER_ROWS = 5
 
 # Each cluster is matched on a random sample of at most this many rows, which
@@ -142,8 +142,10 @@ def find_translated_copies(
     Parameters
     ----------
     space : ndarray of shape (n_samples, n_space_dims)
-        The rows as the detector clusters them (after PCA); copies are matched
-        here.
+        The rows in which copies are matched: the detector passes what UMAP
+        sees (after PCA) under the euclidean metric, and the embeddings as
+        given under the cosine metric, because normalising rows to unit
+        length bends a shared shift.
     embeddings : ndarray of shape (n_samples, n_dims)
         The original embeddings, for the norms that pick the carrying side.
     cluster_ids : ndarray of int of shape (n_samples,)
@@ -172,13 +174,16 @@ def find_translated_copies(
                       "way too often")
     samples = _samples(space, cluster_ids, random_state)
     if len(samples) < 2 * MIN_PAIRS:
-        return None, None
+        return None, (f"the search needs at least {2 * MIN_PAIRS} clusters of at least "
+                      f"{MIN_CLUSTER_ROWS} distinct rows, found {len(samples)}")
     pairs = _matched_pairs(samples, max_fit)
     n_pairs = len(samples) * (len(samples) - 1) // 2
     if len(pairs) > MAX_COPY_PAIR_SHARE * n_pairs:
         return None, (f"{len(pairs)} of {n_pairs} cluster pairs fit as copies (more than "
-                      f"{MAX_COPY_PAIR_SHARE:.0%}), so the clusters have one common shape and a "
-                      "shared direction could arise by chance")
+                      f"{MAX_COPY_PAIR_SHARE:.0%}), so the copy fit does not tell these clusters "
+                      "apart (they are alike, or too small for their number of dimensions) and a "
+                      "shared direction could arise by chance; pass labels, or try a lower "
+                      "copy fit threshold")
     family = _largest_family(pairs, min_cosine, max_length_ratio)
     if family is None:
         return None, None
@@ -250,16 +255,22 @@ def _translate(moving: np.ndarray, target: _IndexedCluster) -> tuple[np.ndarray,
 
 
 def _samples(space, cluster_ids, random_state) -> dict:
-    """Return cluster id to a random sample of its rows in ``space``, indexed."""
+    """Return cluster id to a random sample of its distinct rows in ``space``, indexed.
+
+    Copies of a row are dropped: with them, the nearest-neighbour spacing of
+    a cluster would be zero and no copy fit could be measured.
+    """
     rng = np.random.default_rng(random_state)
     result = {}
     for cluster_id in np.unique(cluster_ids):
-        rows = np.flatnonzero(cluster_ids == cluster_id)
-        if cluster_id == NOISE_LABEL or rows.size < MIN_CLUSTER_ROWS:
+        if cluster_id == NOISE_LABEL:
             continue
-        if rows.size > MAX_ROWS_PER_CLUSTER:
-            rows = np.sort(rng.choice(rows, size=MAX_ROWS_PER_CLUSTER, replace=False))
-        result[int(cluster_id)] = _IndexedCluster(np.asarray(space[rows], dtype=np.float64))
+        rows = np.unique(np.asarray(space[cluster_ids == cluster_id], dtype=np.float64), axis=0)
+        if rows.shape[0] < MIN_CLUSTER_ROWS:
+            continue
+        if rows.shape[0] > MAX_ROWS_PER_CLUSTER:
+            rows = rows[np.sort(rng.choice(rows.shape[0], size=MAX_ROWS_PER_CLUSTER, replace=False))]
+        result[int(cluster_id)] = _IndexedCluster(rows)
     return result
 
 

@@ -335,3 +335,15 @@ def test_without_labels_flags_translated_copies(tmp_path):
     code = _detect(tmp_path / "copies.npy", "--out", tmp_path / "off", "--no-translated-copies")
     assert code == 0
     assert _report(tmp_path / "off")["attractors"] == []
+
+
+def test_copy_fit_threshold_option(tmp_path):
+    embeddings, _ = copied_groups(3)
+    np.save(tmp_path / "copies.npy", embeddings)
+    code = _detect(tmp_path / "copies.npy", "--out", tmp_path / "out", "--copy-fit-threshold", "1.5")
+    assert code == 0
+    assert _report(tmp_path / "out")["detection_settings"]["copy_fit_threshold"] == 1.5
+
+    code = _detect(tmp_path / "copies.npy", "--out", tmp_path / "bad", "--copy-fit-threshold", "-1")
+    assert code == 2
+    assert not (tmp_path / "bad" / "report.json").exists()

@@ -113,10 +113,12 @@ def test_detector_flags_copies_without_labels():
 
 def test_detector_copy_rule_can_be_turned_off():
     embeddings, _ = copied_groups(3)
-    with pytest.warns(UserWarning, match="no labels given"):
+    with pytest.warns(UserWarning, match="no labels given") as caught:
         detector = AttractorDetector(random_state=0, copy_fit_threshold=None).fit(embeddings)
     assert detector.attractors_ == []
     assert detector.translated_copies_ is None
+    assert detector.unavailable_scores_["translated copies"].startswith("turned off")
+    assert not any("translated copies" in str(w.message) for w in caught)
 
 
 def test_detector_copy_rule_needs_no_labels():
@@ -128,7 +130,34 @@ def test_detector_copy_rule_needs_no_labels():
     assert detector.translated_copies_ is None
 
 
-def test_detector_rejects_bad_copy_fit_threshold():
+@pytest.mark.parametrize("value", [0, -1, float("nan"), "2", True, [2.0]])
+def test_detector_rejects_bad_copy_fit_threshold(value):
     embeddings, _ = copied_groups(2)
-    with pytest.raises(ValueError, match="copy_fit_threshold must be positive"):
-        AttractorDetector(copy_fit_threshold=0).fit(embeddings)
+    with pytest.raises(ValueError, match="copy_fit_threshold must be a positive number"):
+        AttractorDetector(copy_fit_threshold=value).fit(embeddings)
+
+
+def test_duplicate_rows_still_match():
+    # Copies of a row would make a cluster's neighbour spacing zero.
+    embeddings, ids = copied_groups(3)
+    doubled = np.vstack([embeddings, embeddings])
+    copies, reason = find_translated_copies(doubled, doubled, np.r_[ids, ids])
+    assert reason is None
+    assert sorted(copies.carriers) == [3, 4, 5]
+
+
+def test_too_few_clusters_give_reason():
+    embeddings, ids = copied_groups(1)
+    copies, reason = find_translated_copies(embeddings, embeddings, ids)
+    assert copies is None
+    assert "at least 4 clusters" in reason
+
+
+def test_detector_finds_copies_under_cosine_metric():
+    embeddings, ids = copied_groups(3)
+    with pytest.warns(UserWarning, match="no labels given"):
+        detector = AttractorDetector(random_state=0, metric="cosine").fit(embeddings)
+    assert len(detector.attractors_) == 1
+    found = np.zeros(len(ids), dtype=bool)
+    found[detector.attractors_[0].members] = True
+    assert scores.precision_recall_f1(found, ids >= 3)["f1"] >= 0.95
