@@ -56,8 +56,8 @@ logger = logging.getLogger("benchmarks.detection")
 
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE_ACS = 2.0
-# Mechanisms whose no-label detection has a target (median F1 like the
-# others); the clean control is its null control. Every mechanism is also run
+# Mechanisms whose no-label detection has a target, a median F1 like the
+# others. The clean control is its null control. Every mechanism is also run
 # without labels and reported.
 UNLABELLED_TARGETS = ("spurious_correlation", "representational_collapse")
 DEFAULT_SEEDS = (0, 1, 2, 3, 4)
@@ -419,9 +419,9 @@ def _diagnose(attractor, detector, benchmark, model, embeddings, *, seed: int):
 # -- threshold sensitivity ----------------------------------------------------------
 
 # Each flagging threshold is varied in turn around its default, the others kept
-# at their defaults: SWEEP with labels and predictions, SWEEP_UNLABELLED with
-# neither. Names in capitals are module constants (MODULE_CONSTANTS), the
-# others are AttractorDetector parameters.
+# at their defaults. SWEEP runs with labels and predictions, SWEEP_UNLABELLED
+# with neither. Names in capitals are module constants (MODULE_CONSTANTS), and
+# the others are AttractorDetector parameters.
 SWEEP = {
     "acs_threshold": (1.0, 1.1, 1.25, 1.5, 2.0),
     "entropy_threshold": (0.2, 0.3, 0.4, 0.5),
@@ -483,7 +483,10 @@ def sweep_thresholds(*, mechanisms, seeds, cache_dir: Path, n_train: int, n_audi
 
 @contextlib.contextmanager
 def _varied(parameter: str, value):
-    """Yield detector parameters with ``parameter`` set to ``value``; module constants are set in place."""
+    """Yield detector parameters with ``parameter`` set to ``value``.
+
+    A module constant is set in place instead, and restored on exit.
+    """
     if parameter not in MODULE_CONSTANTS:
         yield {parameter: value}
         return

@@ -22,7 +22,7 @@ from mitigate.constants import (
     DEFAULT_ENTROPY_THRESHOLD,
     NOISE_LABEL,
 )
-from mitigate.validation import check_embeddings, check_fraction, check_int, check_labels
+from mitigate.validation import check_embeddings, check_fraction, check_int, check_labels, check_positive
 
 logger = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ class AttractorDetector:
     cluster is tight or the reference spread is zero.
 
     A third rule applies without labels, to attractors that are no tighter
-    than a natural class: when at least two disjoint pairs of clusters are
+    than a natural class. When at least two disjoint pairs of clusters are
     translated copies of each other along one shared direction, the side that
     carries the shift is flagged as one attractor (``translated copies``, see
     :mod:`mitigate.shifts`). A feature that does not depend on the class, such
@@ -328,8 +328,10 @@ class AttractorDetector:
             )
         self.acs_reference_ = "all rows" if label_codes is None else "class-matched"
         if label_codes is None:
-            copies_rule = ("; clusters that are translated copies of others along one shared "
-                           "direction are flagged together" if self.copy_fit_threshold is not None else "")
+            copies_rule = ""
+            if self.copy_fit_threshold is not None:
+                copies_rule = ("; clusters that are translated copies of others along one shared "
+                               "direction are flagged together")
             warnings.warn(
                 "no labels given: a cluster is flagged only when its ACS is at least "
                 f"{self.relative_acs_threshold} times the median of the other clusters, or when "
@@ -430,13 +432,8 @@ class AttractorDetector:
                 f"relative_acs_threshold must be positive, got {self.relative_acs_threshold}"
             )
         if self.copy_fit_threshold is not None:
-            value = self.copy_fit_threshold
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-                    or not value > 0:
-                raise ValueError(
-                    f"copy_fit_threshold must be a positive number (default 2.0), or None to turn "
-                    f"the translated-copies rule off; got {value!r}"
-                )
+            check_positive("copy_fit_threshold", self.copy_fit_threshold,
+                           hint=" (default 2.0), or None to turn the translated-copies rule off")
         if self.large_n_threshold is not None:
             check_int("large_n_threshold", self.large_n_threshold, minimum=1)
         check_int("sample_size", self.sample_size, minimum=SMALL_SAMPLE_ROWS)
@@ -718,8 +715,8 @@ class AttractorDetector:
     def _flag_translated_copies(self, space, targets, cluster_ids, attractors) -> list:
         """Return the carriers of a translated-copy family as one attractor (without labels).
 
-        Clusters already in an attractor are left out of the new one; with
-        none left, nothing is returned.
+        Clusters already in an attractor are left out of the new one. When
+        none is left, nothing is returned.
         """
         copies, reason = shifts.find_translated_copies(
             space, targets[0], cluster_ids,
@@ -823,7 +820,7 @@ class AttractorDetector:
         cluster.flag_reasons = [f"{name}: {'yes' if ok else 'no'} ({detail})"
                                 for name, ok, detail in checks]
         if cluster.copies is not None:
-            # The translated copies are the evidence; ACS is reported, not required.
+            # The translated copies are the evidence, so the ACS checks are reported but not required.
             cluster.flagged = True
             cluster.flag_reasons = [
                 "translated copies: yes ("

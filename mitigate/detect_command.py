@@ -106,12 +106,17 @@ def _make_detector(args):
     from mitigate.detect import AttractorDetector
     from mitigate.shifts import DEFAULT_MAX_FIT
 
+    copy_fit_threshold = DEFAULT_MAX_FIT
+    if args.no_translated_copies:
+        copy_fit_threshold = None
+    elif args.copy_fit_threshold is not None:
+        copy_fit_threshold = args.copy_fit_threshold
+
     detector = AttractorDetector(
         metric=args.metric,
         min_cluster_size=args.min_cluster_size,
         acs_threshold=args.acs_threshold,
-        copy_fit_threshold=None if args.no_translated_copies else (
-            DEFAULT_MAX_FIT if args.copy_fit_threshold is None else args.copy_fit_threshold),
+        copy_fit_threshold=copy_fit_threshold,
         nonfinite="drop" if args.drop_nonfinite else "raise",
         random_state=args.seed,
     )

@@ -34,8 +34,9 @@ The search, on the embeddings and HDBSCAN clusters:
    side is reported as the partners, so a reader can check the choice.
 
 The search does not run on embeddings of fewer than ``MIN_DIMS`` dimensions,
-or when more than ``MAX_COPY_PAIR_SHARE`` of all cluster pairs fit as copies;
-it then returns the reason.
+with fewer than 4 usable clusters, or when more than
+``MAX_COPY_PAIR_SHARE`` of all cluster pairs fit as copies. It then returns
+the reason.
 """
 
 from __future__ import annotations
@@ -47,20 +48,20 @@ import numpy as np
 
 from mitigate.constants import NOISE_LABEL
 
-# Defaults of find_translated_copies (the detector uses MIN_COSINE and
-# MAX_LENGTH_RATIO as they are, and DEFAULT_MAX_FIT for its
-# copy_fit_threshold); docs/scores.md explains how they were chosen.
+# Defaults of find_translated_copies. The detector uses MIN_COSINE and
+# MAX_LENGTH_RATIO as they are, and DEFAULT_MAX_FIT as the default of its
+# copy_fit_threshold. docs/scores.md explains how they were chosen.
 MIN_COSINE = 0.8
 MAX_LENGTH_RATIO = 1.5
 DEFAULT_MAX_FIT = 2.0
 
-# A family needs this many disjoint pairs: one pair alone is any two
+# A family needs this many disjoint pairs, because one pair alone may be two
 # clusters that happen to look alike.
 MIN_PAIRS = 2
 
-# In fewer dimensions two unrelated translations often point the same way: in
-# 2 dimensions, 41% of random pairs of directions have an absolute cosine of
-# at least 0.8.
+# In fewer dimensions, two unrelated translations often point the same way.
+# In 2 dimensions, 41% of random pairs of directions have an absolute cosine
+# of at least 0.8.
 MIN_DIMS = 8
 
 # When more than this share of all cluster pairs fit as copies, the clusters
@@ -73,8 +74,8 @@ MAX_COPY_PAIR_SHARE = 0.5
 # Clusters with fewer distinct rows cannot show a copy point for point.
 MIN_CLUSTER_ROWS = 5
 
-# Each cluster is matched on a random sample of at most this many rows, which
-# bounds the cost at about (number of clusters)^2 small neighbour searches.
+# Each cluster is matched on a random sample of at most this many rows, so the
+# cost grows with the square of the number of clusters, not with the rows.
 MAX_ROWS_PER_CLUSTER = 400
 
 # Maximum iterations of the closest-point matching. It stops earlier once the
@@ -142,9 +143,9 @@ def find_translated_copies(
     Parameters
     ----------
     space : ndarray of shape (n_samples, n_space_dims)
-        The rows in which copies are matched: the detector passes what UMAP
-        sees (after PCA) under the euclidean metric, and the embeddings as
-        given under the cosine metric, because normalising rows to unit
+        The rows in which copies are matched. Under the euclidean metric the
+        detector passes the input of UMAP (after PCA). Under the cosine metric
+        it passes the embeddings as given, because normalising rows to unit
         length bends a shared shift.
     embeddings : ndarray of shape (n_samples, n_dims)
         The original embeddings, for the norms that pick the carrying side.
@@ -257,8 +258,9 @@ def _translate(moving: np.ndarray, target: _IndexedCluster) -> tuple[np.ndarray,
 def _samples(space, cluster_ids, random_state) -> dict:
     """Return cluster id to a random sample of its distinct rows in ``space``, indexed.
 
-    Copies of a row are dropped: with them, the nearest-neighbour spacing of
-    a cluster would be zero and no copy fit could be measured.
+    Copies of a row are dropped, because they would make the
+    nearest-neighbour spacing of a cluster zero, and no copy fit could then
+    be measured.
     """
     rng = np.random.default_rng(random_state)
     result = {}

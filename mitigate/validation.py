@@ -235,9 +235,25 @@ def check_int(name: str, value, *, minimum: int, maximum: int | None = None) -> 
     return int(value)
 
 
+def _is_number(value) -> bool:
+    """Return True for a real number that is not a bool."""
+    return not isinstance(value, bool) and isinstance(value, (int, float, np.floating, np.integer))
+
+
+def check_positive(name: str, value, *, hint: str = "") -> float:
+    """Return ``value`` as a float after checking it is a number above 0 (NaN is rejected).
+
+    ``hint`` is added to the error message, e.g. the default or how to turn
+    the option off.
+    """
+    if not _is_number(value) or not value > 0:
+        raise ValueError(f"{name} must be a positive number{hint}; got {value!r}")
+    return float(value)
+
+
 def check_fraction(name: str, value, *, low: float = 0.0, high: float = 1.0) -> float:
     """Return ``value`` as a float after checking it lies in [low, high]."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+    if not _is_number(value):
         raise ValueError(f"{name} must be a number, got {value!r}")
     if not (low <= float(value) <= high):
         raise ValueError(f"{name} must be between {low} and {high}, got {value}")

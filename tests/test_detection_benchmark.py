@@ -150,7 +150,7 @@ def test_check_targets_reports_each_miss():
     assert any("clean control" in failure for failure in failures)
 
 
-def test_check_targets_without_labels_only_where_targeted():
+def test_check_targets_unlabelled_scope():
     entry = {"seeds": [0], "ours": {"median_f1": 0.9, "flagged": [1]}, "cause_right": 1,
              "causes": ["x"], "unlabelled": {"median_f1": 0.1, "flagged": [1]}}
     summary = {"gradient_starvation": dict(entry, causes=["gradient_starvation"]),

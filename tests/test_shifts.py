@@ -111,7 +111,7 @@ def test_detector_flags_copies_without_labels():
     assert detector.translated_copies_ is not None
 
 
-def test_detector_copy_rule_can_be_turned_off():
+def test_detector_copy_rule_off():
     embeddings, _ = copied_groups(3)
     with pytest.warns(UserWarning, match="no labels given") as caught:
         detector = AttractorDetector(random_state=0, copy_fit_threshold=None).fit(embeddings)
@@ -121,7 +121,7 @@ def test_detector_copy_rule_can_be_turned_off():
     assert not any("translated copies" in str(w.message) for w in caught)
 
 
-def test_detector_copy_rule_needs_no_labels():
+def test_detector_copy_rule_skipped_with_labels():
     # With labels the copies are ordinary, correctly predicted classes.
     embeddings, ids = copied_groups(3)
     labels = ids % 3
